@@ -1,0 +1,109 @@
+"""Data layer: raw datasets, the prepare stage, augmentations and the Lightning DataModule.
+
+    >>> from pipeline.data import load_raw, prepare_dataset, PreparedDataModule
+    >>> raw = load_raw("digits", Path("data/raw"))
+    >>> prepare_dataset(raw, Path("data/prepared"), val_fraction=0.1, seed=0)
+    >>> dm = PreparedDataModule("data/prepared", batch_size=128)
+
+Names are imported on first use (PEP 562), so ``from pipeline.data import load_raw`` in the
+prepare stage does not pay for importing Lightning and albumentations.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "DataError": "errors",
+    "DATASETS": "sources",
+    "FILES": "sources",
+    "SYSTEM_DIRS": "sources",
+    "FileSpec": "sources",
+    "RawDataset": "sources",
+    "load_raw": "sources",
+    "parse_cifar_batch": "sources",
+    "parse_idx": "sources",
+    "validate_samples": "sources",
+    "SPLITS": "prepare",
+    "load_prepared": "prepare",
+    "prepare_dataset": "prepare",
+    "read_manifest": "prepare",
+    "split_train_val": "prepare",
+    "subset_indices": "prepare",
+    "apply_transform": "transforms",
+    "build_eval_transform": "transforms",
+    "build_train_transform": "transforms",
+    "seed_transform": "transforms",
+    "ArrayDataset": "datamodule",
+    "PreparedDataModule": "datamodule",
+    "seed_worker_transform": "datamodule",
+}
+
+__all__ = [
+    "DATASETS",
+    "FILES",
+    "SPLITS",
+    "SYSTEM_DIRS",
+    "ArrayDataset",
+    "DataError",
+    "FileSpec",
+    "PreparedDataModule",
+    "RawDataset",
+    "apply_transform",
+    "build_eval_transform",
+    "build_train_transform",
+    "load_prepared",
+    "load_raw",
+    "parse_cifar_batch",
+    "parse_idx",
+    "prepare_dataset",
+    "read_manifest",
+    "seed_transform",
+    "seed_worker_transform",
+    "split_train_val",
+    "subset_indices",
+    "validate_samples",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from pipeline.data.datamodule import ArrayDataset, PreparedDataModule, seed_worker_transform
+    from pipeline.data.errors import DataError
+    from pipeline.data.prepare import (
+        SPLITS,
+        load_prepared,
+        prepare_dataset,
+        read_manifest,
+        split_train_val,
+        subset_indices,
+    )
+    from pipeline.data.sources import (
+        DATASETS,
+        FILES,
+        SYSTEM_DIRS,
+        FileSpec,
+        RawDataset,
+        load_raw,
+        parse_cifar_batch,
+        parse_idx,
+        validate_samples,
+    )
+    from pipeline.data.transforms import (
+        apply_transform,
+        build_eval_transform,
+        build_train_transform,
+        seed_transform,
+    )

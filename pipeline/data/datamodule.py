@@ -1,0 +1,187 @@
+"""Lightning DataModule over a prepared directory (see :mod:`pipeline.data.prepare`).
+
+Workers only index the memory-mapped uint8 arrays and run the (geometric) albumentations
+pipeline; batches are ``(uint8 (B, H, W, C), int64 (B,))``. Conversion to float, resizing and
+normalisation happen on the device in the model step.
+
+Reproducibility: the train loader shuffles with a ``torch.Generator`` seeded with ``seed``; the
+DataLoader derives each worker's seed from it, and :func:`seed_worker_transform` reseeds that
+worker's copy of the augmentation pipeline from it, so workers differ and runs repeat. With
+``num_workers=0`` the pipeline seeded with ``seed`` runs in the main process.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from pipeline.data.prepare import load_prepared, read_manifest
+from pipeline.data.transforms import (
+    apply_transform,
+    build_eval_transform,
+    build_train_transform,
+    seed_transform,
+)
+
+
+class ArrayDataset(Dataset):
+    """``(uint8 tensor (H, W, C), int64 tensor ())`` samples from image/label arrays.
+
+    Whole memory-mapped ``.npy`` arrays are pickled as their file reference rather than their
+    data, so spawned workers re-open the map instead of copying the dataset.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Any = None) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = apply_transform(self.transform, np.array(self.images[index]))
+        label = torch.tensor(int(self.labels[index]), dtype=torch.int64)
+        return torch.from_numpy(np.ascontiguousarray(image)), label
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("images", "labels"):
+            array = state[key]
+            # Only a whole map (its base is the mmap itself), never a view, has a file equivalent.
+            if (
+                isinstance(array, np.memmap)
+                and isinstance(array.base, mmap.mmap)
+                and array.filename
+            ):
+                state[key] = _NpyFile(array.filename)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key in ("images", "labels"):
+            if isinstance(state[key], _NpyFile):
+                state[key] = np.load(state[key].path, mmap_mode="r", allow_pickle=False)
+        self.__dict__.update(state)
+
+
+class _NpyFile:
+    """Stand-in for a memory-mapped ``.npy`` array while a dataset is pickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """``worker_init_fn``: reseed this worker's augmentation pipeline from its torch seed."""
+    info = get_worker_info()
+    if info is None:
+        return
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_state"):
+        seed_transform(transform, info.seed)
+
+
+class PreparedDataModule(L.LightningDataModule):
+    """Train/val/test/predict loaders over ``prepared_dir``; predict uses the test split."""
+
+    def __init__(
+        self,
+        prepared_dir: str | Path,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters()
+        self.prepared_dir = Path(prepared_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+        self.seed = seed
+        self._manifest: dict[str, Any] | None = None
+        self._datasets: dict[str, ArrayDataset] = {}
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The prepared manifest (read on first use, so it is available before ``setup``)."""
+        if self._manifest is None:
+            self._manifest = read_manifest(self.prepared_dir)
+        return self._manifest
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["num_classes"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.manifest["image_shape"]
+        return int(h), int(w), int(c)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets:
+            return
+        self._manifest, splits = load_prepared(self.prepared_dir)
+        train_transform = build_train_transform(
+            self.image_shape, self.crop_padding, self.hflip, self.seed
+        )
+        eval_transform = build_eval_transform(self.image_shape)
+        self._datasets = {
+            split: ArrayDataset(
+                images, labels, train_transform if split == "train" else eval_transform
+            )
+            for split, (images, labels) in splits.items()
+        }
+
+    def dataset(self, split: str) -> ArrayDataset:
+        """The dataset of ``split`` ("train", "val" or "test"); call :meth:`setup` first."""
+        if not self._datasets:
+            raise RuntimeError("PreparedDataModule.setup() has not been called")
+        return self._datasets[split]
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > batch_size,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_worker_transform,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

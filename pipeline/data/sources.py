@@ -1,0 +1,461 @@
+"""Raw datasets: find or download the official files, verify their checksums, parse them.
+
+``load_raw(name, raw_dir)`` returns a :class:`RawDataset` of uint8 ``(N, H, W, C)`` images and
+int64 labels for the official train and test splits. Files live in ``raw_dir / name``; for
+Fashion-MNIST the read-only :data:`SYSTEM_DIRS` (the Debian ``dataset-fashion-mnist`` package)
+are searched next, and only then is anything downloaded. Every file is checked against the
+md5 in :data:`FILES` before it is parsed; a mismatch is reported and the file is left alone.
+
+The tables :data:`FILES` and :data:`SYSTEM_DIRS` are plain module-level data so that other
+checksums or locations (a mirror, a test fixture) can be substituted without code changes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import io
+import pickle
+import struct
+import tarfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torchvision.datasets.utils import download_url
+
+from pipeline.data.errors import DataError
+
+DATASETS = ("cifar10", "cifar100", "fashion_mnist", "digits")
+
+OFFLINE_HINT = "no network? run the offline quick run: make quick"
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One official file of a raw dataset.
+
+    ``md5`` is the checksum of the file as stored or, when ``md5_of_content`` is true, of its
+    gzip-decompressed content (the Debian Fashion-MNIST package re-gzipped the upstream files,
+    so only the content checksum is the same for every source).
+    """
+
+    filename: str
+    url: str
+    md5: str
+    md5_of_content: bool = False
+
+
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_FASHION_TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+_FASHION_TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+_FASHION_TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
+_FASHION_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+
+FILES: dict[str, tuple[FileSpec, ...]] = {
+    "cifar10": (
+        FileSpec(
+            "cifar-10-python.tar.gz",
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            "c58f30108f718f92721af3b95e74349a",
+        ),
+    ),
+    "cifar100": (
+        FileSpec(
+            "cifar-100-python.tar.gz",
+            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+            "eb9058c3a382ffc7106e4002c42a8d85",
+        ),
+    ),
+    "fashion_mnist": tuple(
+        FileSpec(filename, _FASHION_URL + filename, md5, md5_of_content=True)
+        for filename, md5 in (
+            (_FASHION_TRAIN_IMAGES, "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+            (_FASHION_TRAIN_LABELS, "9018921c3c673c538a1fc5bad174d6f9"),
+            (_FASHION_TEST_IMAGES, "8181f5470baa50b63fa0f6fddb340f0a"),
+            (_FASHION_TEST_LABELS, "15d484375f8d13e6eb1aabb0c3f46965"),
+        )
+    ),
+}
+
+# Read-only directories searched after ``raw_dir / name`` and before downloading.
+SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
+    "fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),),
+}
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _CifarLayout:
+    train_members: tuple[str, ...]
+    test_member: str
+    meta_member: str
+    names_key: bytes
+    labels_key: bytes
+
+
+_CIFAR_LAYOUTS = {
+    "cifar10": _CifarLayout(
+        tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta",
+        b"label_names", b"labels",
+    ),
+    "cifar100": _CifarLayout(("train",), "test", "meta", b"fine_label_names", b"fine_labels"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class RawDataset:
+    """The official train and test splits of one dataset, validated on construction."""
+
+    name: str
+    classes: list[str]
+    train_images: np.ndarray  # uint8 (N, H, W, C)
+    train_labels: np.ndarray  # int64 (N,)
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    sources: dict[str, str]  # file name -> "md5:<hex>" of what was verified
+
+    def __post_init__(self) -> None:
+        n = len(self.classes)
+        validate_samples(self.train_images, self.train_labels, n, f"{self.name} train split")
+        validate_samples(self.test_images, self.test_labels, n, f"{self.name} test split")
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise DataError(
+                f"{self.name}: train images are {self.train_images.shape[1:]} but test images "
+                f"are {self.test_images.shape[1:]}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.train_images.shape[1:]
+        return int(h), int(w), int(c)
+
+
+def validate_samples(images: np.ndarray, labels: np.ndarray, num_classes: int, source: str) -> None:
+    """Check uint8 ``(N, H, W, C)`` images (C in {1, 3}) and ``N`` labels in ``[0, num_classes)``.
+
+    ``source`` (a file, or a file and member) is named in the :class:`DataError`.
+    """
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or images.ndim != 4
+        or images.shape[3] not in (1, 3)
+        or min(images.shape[1:3], default=0) < 1
+    ):
+        shape = getattr(images, "shape", None)
+        dtype = getattr(images, "dtype", type(images).__name__)
+        raise DataError(
+            f"{source}: images must be uint8 (N, H, W, C) with C in {{1, 3}}, "
+            f"got dtype {dtype} shape {shape}"
+        )
+    if len(images) == 0:
+        raise DataError(f"{source}: no samples")
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{source}: labels must be a 1-D integer array, got "
+            f"{getattr(labels, 'dtype', type(labels).__name__)} {getattr(labels, 'shape', '')}"
+        )
+    if len(labels) != len(images):
+        raise DataError(f"{source}: {len(labels)} labels for {len(images)} images")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{source}: sample {i} has label {int(labels[i])}, outside [0, {num_classes}) "
+            f"({bad.size} bad labels in total)"
+        )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def md5_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex md5 of a file's bytes, read in chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_md5(path: Path, spec: FileSpec, actual: str) -> str:
+    if actual != spec.md5:
+        what = "md5 of the decompressed content" if spec.md5_of_content else "md5"
+        raise DataError(
+            f"checksum mismatch for {path}: expected {what} {spec.md5}, got {actual}. "
+            "The file was left in place; replace or delete it if it is corrupt."
+        )
+    return f"md5:{actual}"
+
+
+def _download(spec: FileSpec, dest: Path) -> None:
+    """Fetch ``spec.url`` to ``dest`` via a ``.part`` file, so no half file is ever at ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    part.unlink(missing_ok=True)  # download_url would accept a stale partial file as complete
+    try:
+        download_url(spec.url, str(dest.parent), filename=part.name, md5=None)
+    except (OSError, http.client.HTTPException, RuntimeError) as exc:  # URLError is an OSError
+        part.unlink(missing_ok=True)
+        raise DataError(
+            f"could not download {spec.url} to {dest} ({type(exc).__name__}: {exc}); {OFFLINE_HINT}"
+        ) from exc
+    part.replace(dest)
+
+
+def _locate(name: str, spec: FileSpec, raw_dir: Path, download: bool) -> Path:
+    """Path of ``spec.filename``: ``raw_dir/name``, then :data:`SYSTEM_DIRS`, then a download."""
+    local = raw_dir / name / spec.filename
+    candidates = [local, *(d / spec.filename for d in SYSTEM_DIRS.get(name, ()))]
+    for path in candidates:
+        if path.is_file():
+            return path
+    if not download:
+        also = (
+            f" (also looked for {', '.join(map(str, candidates[1:]))})"
+            if len(candidates) > 1
+            else ""
+        )
+        raise DataError(
+            f"missing {spec.filename}: expected {local}{also}, and download is disabled"
+        )
+    _download(spec, local)
+    return local
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles containers and numpy arrays only, so a tampered archive cannot run code."""
+
+    _ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("_codecs", "encode"),  # how Python 3 protocol-2 pickles spell bytes
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_tar_members(path: Path, wanted: set[str]) -> dict[str, bytes]:
+    """Bytes of the members whose base name is in ``wanted``, streamed (nothing written to disk)."""
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, mode="r|gz") as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if member.isfile() and base in wanted:
+                    f = tar.extractfile(member)
+                    assert f is not None  # regular files always have content
+                    found[base] = f.read()
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(
+            f"corrupt or truncated archive {path} ({type(exc).__name__}: {exc})"
+        ) from exc
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise DataError(f"archive {path} has no member(s) {', '.join(missing)}")
+    return found
+
+
+def _unpickle(data: bytes, source: str) -> dict:
+    try:
+        obj = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as exc:  # garbage can fail in many ways; all mean "not a valid member"
+        raise DataError(f"{source}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{source}: expected a pickled dict, got {type(obj).__name__}")
+    return obj
+
+
+def parse_cifar_batch(batch: dict, labels_key: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """``{b"data": (N, 3072) uint8 rows of R, G, B planes, labels_key: [N ints]}`` ->
+    ``(N, 32, 32, 3)`` uint8 images and ``(N,)`` int64 labels."""
+    for key in (b"data", labels_key):
+        if key not in batch:
+            raise DataError(f"{source}: missing key {key!r} (keys: {sorted(batch, key=repr)})")
+    data = np.asarray(batch[b"data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{source}: b'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
+    try:
+        labels = np.asarray(batch[labels_key], dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: {labels_key!r} is not a list of integers ({exc})") from exc
+    if labels.shape != (len(data),):
+        raise DataError(f"{source}: {labels.shape} labels for {len(data)} images")
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return images, labels
+
+
+def _decode_names(meta: dict, key: bytes, source: str) -> list[str]:
+    names = meta.get(key)
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{source}: missing or empty {key!r}")
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _load_cifar(name: str, raw_dir: Path, download: bool) -> RawDataset:
+    (spec,) = FILES[name]
+    layout = _CIFAR_LAYOUTS[name]
+    path = _locate(name, spec, raw_dir, download)
+    checksum = _check_md5(path, spec, md5_file(path))
+    members = _read_tar_members(
+        path, {*layout.train_members, layout.test_member, layout.meta_member}
+    )
+
+    def load(member: str) -> tuple[str, dict]:
+        source = f"{path}::{member}"
+        return source, _unpickle(members[member], source)
+
+    meta_source, meta = load(layout.meta_member)
+    classes = _decode_names(meta, layout.names_key, meta_source)
+
+    def split(member_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for member in member_names:
+            source, batch = load(member)
+            images, labels = parse_cifar_batch(batch, layout.labels_key, source)
+            validate_samples(images, labels, len(classes), source)
+            parts.append((images, labels))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    train_images, train_labels = split(layout.train_members)
+    test_images, test_labels = split((layout.test_member,))
+    return RawDataset(
+        name, classes, train_images, train_labels, test_images, test_labels,
+        {spec.filename: checksum},
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- IDX (Fashion-MNIST)
+
+
+def parse_idx(buf: bytes, ndim: int, source: str) -> np.ndarray:
+    """Parse an unsigned-byte IDX file (magic ``0x000008<ndim>``, big-endian uint32 dims)."""
+    expected_magic = 0x0800 | ndim
+    if len(buf) < 4:
+        raise DataError(f"{source}: {len(buf)} bytes is too short for an IDX header")
+    magic = int.from_bytes(buf[:4], "big")
+    if magic != expected_magic:
+        raise DataError(
+            f"{source}: bad IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
+            f"(unsigned bytes, {ndim} dimension(s))"
+        )
+    header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise DataError(f"{source}: truncated IDX header: expected {header} bytes, got {len(buf)}")
+    dims = struct.unpack(f">{ndim}I", buf[4:header])
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(buf) != expected:
+        kind = "truncated" if len(buf) < expected else "has trailing bytes"
+        raise DataError(
+            f"{source}: IDX file {kind}: header dims {dims} mean {expected} bytes, got {len(buf)}"
+        )
+    return np.frombuffer(buf, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _gunzip(path: Path) -> bytes:
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DataError(f"cannot decompress {path} ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_idx(
+    name: str, spec: FileSpec, raw_dir: Path, download: bool, ndim: int
+) -> tuple[Path, np.ndarray, str]:
+    path = _locate(name, spec, raw_dir, download)
+    content = _gunzip(path)
+    actual = hashlib.md5(content, usedforsecurity=False).hexdigest()
+    checksum = _check_md5(path, spec, actual)
+    return path, parse_idx(content, ndim, str(path)), checksum
+
+
+def _load_fashion_mnist(raw_dir: Path, download: bool) -> RawDataset:
+    name = "fashion_mnist"
+    specs = {spec.filename: spec for spec in FILES[name]}
+    sources: dict[str, str] = {}
+
+    def split(images_file: str, labels_file: str) -> tuple[np.ndarray, np.ndarray]:
+        images_path, images, images_md5 = _read_idx(name, specs[images_file], raw_dir, download, 3)
+        labels_path, labels, labels_md5 = _read_idx(name, specs[labels_file], raw_dir, download, 1)
+        sources[images_file], sources[labels_file] = images_md5, labels_md5
+        if len(labels) != len(images):
+            raise DataError(
+                f"{labels_path} has {len(labels)} labels but {images_path} has {len(images)} images"
+            )
+        labels = labels.astype(np.int64)
+        validate_samples(images[..., None], labels, len(FASHION_MNIST_CLASSES), str(labels_path))
+        return images[..., None], labels
+
+    train = split(_FASHION_TRAIN_IMAGES, _FASHION_TRAIN_LABELS)
+    test = split(_FASHION_TEST_IMAGES, _FASHION_TEST_LABELS)
+    return RawDataset(name, list(FASHION_MNIST_CLASSES), *train, *test, sources)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _load_digits(raw_dir: Path, download: bool) -> RawDataset:
+    """scikit-learn's bundled 8x8 digits (offline), with a fixed stratified 75/25 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    source = "sklearn.load_digits"
+    bunch = load_digits()
+    values = np.asarray(bunch.images, dtype=np.float64)
+    if values.ndim != 3 or values.size == 0 or values.min() < 0 or values.max() > 16:
+        raise DataError(f"{source}: expected (N, 8, 8) values in 0..16, got {values.shape}")
+    images = np.rint(values * 255.0 / 16.0).astype(np.uint8)[..., None]
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    classes = [str(c) for c in range(10)]
+    validate_samples(images, labels, len(classes), source)
+    checksum = hashlib.md5(images.tobytes() + labels.tobytes(), usedforsecurity=False).hexdigest()
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=0.25, random_state=0, stratify=labels
+    )
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    return RawDataset(
+        "digits", classes, images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
+        {source: f"md5:{checksum}"},
+    )  # fmt: skip
+
+
+_LOADERS: dict[str, Callable[[Path, bool], RawDataset]] = {
+    "cifar10": lambda raw_dir, download: _load_cifar("cifar10", raw_dir, download),
+    "cifar100": lambda raw_dir, download: _load_cifar("cifar100", raw_dir, download),
+    "fashion_mnist": _load_fashion_mnist,
+    "digits": _load_digits,
+}
+
+
+def load_raw(name: str, raw_dir: Path, download: bool = True) -> RawDataset:
+    """Load ``name`` (one of :data:`DATASETS`) from ``raw_dir / name``, downloading if allowed."""
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    return _LOADERS[name](Path(raw_dir), download)

@@ -1,0 +1,196 @@
+"""PreparedDataModule: batch layout, loader settings, worker seeding, Lightning integration."""
+
+from __future__ import annotations
+
+import pickle
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.data import DataError, PreparedDataModule, prepare_dataset
+from pipeline.data.sources import RawDataset
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, fakes):
+    """Prepared dirs: 'rgb' 8x8x3 (48 train / 12 val / 30 test) and 'gray' 8x8x1."""
+    root = tmp_path_factory.mktemp("prepared")
+    dirs = {}
+    for name, shape in (("rgb", (8, 8, 3)), ("gray", (8, 8, 1))):
+        raw = fakes.make_raw(train_per_class=6, test_per_class=3, shape=shape)
+        prepare_dataset(raw, root / name, val_fraction=0.2, seed=0)
+        dirs[name] = root / name
+    return dirs
+
+
+def _epoch(loader):
+    """One epoch's batches; then stop persistent workers now, as Lightning does after fit,
+    rather than in some later garbage-collection pass (where torch may wait 5 s per worker)."""
+    batches = [(x.clone(), y.clone()) for x, y in loader]
+    if getattr(loader, "_iterator", None) is not None:
+        loader._iterator._shutdown_workers()
+        loader._iterator = None
+    return batches
+
+
+@pytest.mark.parametrize("kind,channels", [("rgb", 3), ("gray", 1)])
+def test_batches_are_uint8_hwc_with_int64_labels(prepared, kind, channels):
+    dm = PreparedDataModule(prepared[kind], batch_size=16, crop_padding=2, hflip=True)
+    assert dm.num_classes == 10 and dm.image_shape == (8, 8, channels)  # before setup
+    assert dm.classes == [f"c{i}" for i in range(10)]
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.uint8 and x.shape == (16, 8, 8, channels)
+    assert y.dtype == torch.int64 and y.shape == (16,)
+    assert dm.manifest["counts"] == {"train": 48, "val": 12, "test": 30}
+
+
+def test_loader_settings(prepared):
+    dm = PreparedDataModule(prepared["rgb"], batch_size=20, eval_batch_size=7)
+    dm.setup()
+    train = dm.train_dataloader()
+    assert train.drop_last and len(train) == 2  # 48 // 20
+    assert train.pin_memory == torch.cuda.is_available() and not train.persistent_workers
+    assert [len(y) for _, y in dm.val_dataloader()] == [7, 5]
+    assert dm.hparams["batch_size"] == 20 and dm.hparams["eval_batch_size"] == 7
+
+    small = PreparedDataModule(prepared["rgb"], batch_size=64)  # larger than the train set
+    small.setup()
+    assert not small.train_dataloader().drop_last
+    assert [len(y) for _, y in small.train_dataloader()] == [48]
+
+
+def test_eval_loaders_are_unshuffled_and_untouched(prepared):
+    dm = PreparedDataModule(prepared["rgb"], batch_size=8, crop_padding=2, hflip=True)
+    dm.setup()
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader()),
+                          ("test", dm.predict_dataloader())):  # fmt: skip
+        x = torch.cat([b[0] for b in loader]).numpy()
+        y = torch.cat([b[1] for b in loader]).numpy()
+        np.testing.assert_array_equal(x, np.load(prepared["rgb"] / f"{split}_images.npy"))
+        np.testing.assert_array_equal(y, np.load(prepared["rgb"] / f"{split}_labels.npy"))
+
+
+def test_train_loader_shuffles_reproducibly_in_process(prepared):
+    def run(seed):
+        dm = PreparedDataModule(
+            prepared["rgb"], batch_size=8, crop_padding=2, hflip=True, seed=seed
+        )
+        dm.setup()
+        return _epoch(dm.train_dataloader())
+
+    a, b, c = run(0), run(0), run(1)
+    assert all(
+        torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True)
+    )
+    assert not all(torch.equal(ya, yc) for (_, ya), (_, yc) in zip(a, c, strict=True))
+    saved = np.load(prepared["rgb"] / "train_labels.npy")
+    labels = torch.cat([y for _, y in a]).numpy()
+    assert sorted(labels.tolist()) == sorted(saved.tolist()) and not np.array_equal(labels, saved)
+
+
+@pytest.fixture(scope="module")
+def identical_images(tmp_path_factory):
+    """Every train image is the same, so any difference between samples is augmentation."""
+    image = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    labels = np.arange(32) % 4
+    images = np.broadcast_to(image, (32, 8, 8, 3)).copy()
+    raw = RawDataset("same", ["a", "b", "c", "d"], images, labels, images[:4], labels[:4], {})
+    out = tmp_path_factory.mktemp("same") / "prepared"
+    prepare_dataset(raw, out, val_fraction=0.25, seed=0)
+    return out
+
+
+def test_two_workers_differ_and_runs_repeat(identical_images):
+    def run():
+        dm = PreparedDataModule(identical_images, batch_size=4, num_workers=2, crop_padding=3,
+                                hflip=True, seed=0)  # fmt: skip
+        dm.setup()
+        loader = dm.train_dataloader()
+        assert loader.persistent_workers and loader.num_workers == 2
+        return _epoch(loader)
+
+    first, second = run(), run()
+    assert len(first) == 6  # 24 train samples / 4
+    for (xa, ya), (xb, yb) in zip(first, second, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # batches alternate between worker 0 and worker 1; their augmentations must not coincide
+    assert not torch.equal(first[0][0], first[1][0])
+    assert len({x.numpy().tobytes() for batch, _ in first for x in batch}) > 8
+
+
+def test_without_worker_reseeding_workers_repeat_each_other(identical_images):
+    """Control for the test above: the bug that seed_worker_transform prevents is real."""
+    dm = PreparedDataModule(identical_images, batch_size=4, crop_padding=3, hflip=True)
+    dm.setup()
+    loader = DataLoader(dm.dataset("train"), batch_size=4, num_workers=2, shuffle=False)
+    batches = [x for x, _ in loader]
+    assert torch.equal(batches[0], batches[1])
+
+
+def test_dataset_pickles_as_file_reference(prepared):
+    dm = PreparedDataModule(prepared["rgb"], batch_size=8)
+    dm.setup()
+    dataset = dm.dataset("train")
+    blob = pickle.dumps(dataset)
+    assert len(blob) < dataset.images.nbytes  # the map was not copied into the pickle
+    clone = pickle.loads(blob)
+    assert isinstance(clone.images, np.memmap)
+    np.testing.assert_array_equal(clone.images, dataset.images)
+    assert torch.equal(clone[3][0], dataset[3][0])
+
+    view = type(dataset)(dataset.images[:5], dataset.labels[:5])  # a view must travel as data
+    assert len(pickle.loads(pickle.dumps(view))) == 5
+
+
+def test_missing_prepared_dir(tmp_path):
+    dm = PreparedDataModule(tmp_path / "absent", batch_size=4)
+    with pytest.raises(DataError, match="dvc repro prepare"):
+        _ = dm.num_classes
+    with pytest.raises(DataError, match=str(tmp_path / "absent")):
+        dm.setup()
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self, in_features, num_classes):
+        super().__init__()
+        self.head = torch.nn.Linear(in_features, num_classes)
+
+    def forward(self, x):
+        return self.head(
+            x.flatten(1).float() / 255.0
+        )  # conversion on the device, as the model does
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self(x), y)
+
+    def predict_step(self, batch, _):
+        return self(batch[0]).argmax(1)
+
+    def validation_step(self, batch, _):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.cross_entropy(self(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_lightning_fit_and_predict(prepared, num_workers):
+    dm = PreparedDataModule(
+        prepared["gray"], batch_size=8, num_workers=num_workers, crop_padding=1, hflip=True
+    )
+    model = _Tiny(8 * 8 * 1, dm.num_classes)
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", devices=1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 2
+    predictions = trainer.predict(model, datamodule=dm)
+    assert sum(len(p) for p in predictions) == 30
