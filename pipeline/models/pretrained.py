@@ -68,8 +68,13 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def timm_to_ours(state: dict[str, torch.Tensor], cfg: ViTConfig) -> dict[str, torch.Tensor]:
-    """Map a timm ``VisionTransformer`` state dict (class token, no register tokens) onto ours."""
+def timm_to_ours(
+    state: dict[str, torch.Tensor], cfg: ViTConfig, *, keep_head: bool = False
+) -> dict[str, torch.Tensor]:
+    """Map a timm ``VisionTransformer`` state dict (class token, no register tokens) onto ours.
+
+    By default the head is replaced by a zero-initialised one (a new task, even with the same class
+    count); ``keep_head=True`` keeps a trained head whose shape fits (same task, e.g. inference)."""
     state = _strip_prefixes(state)
     want = expected_shapes(cfg)
     out = {k: v for k, v in state.items() if k not in _HEAD_KEYS}
@@ -80,8 +85,8 @@ def timm_to_ours(state: dict[str, torch.Tensor], cfg: ViTConfig) -> dict[str, to
 
     head = {k: state[k] for k in _HEAD_KEYS if k in state}
     if cfg.num_classes > 0:
-        if all(k in head and tuple(head[k].shape) == want[k] for k in _HEAD_KEYS):
-            out.update(head)  # same class count: keep the trained head
+        if keep_head and all(k in head and tuple(head[k].shape) == want[k] for k in _HEAD_KEYS):
+            out.update(head)
         else:  # new task: a zero-initialised head, as the ViT paper fine-tunes
             out.update({k: torch.zeros(want[k]) for k in _HEAD_KEYS})
 
@@ -160,9 +165,11 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_pretrained(model: VisionTransformer, source: str | Path) -> VisionTransformer:
+def load_pretrained(
+    model: VisionTransformer, source: str | Path, *, keep_head: bool = False
+) -> VisionTransformer:
     """Load ``source`` (path or hub id) into ``model`` in place; returns the model."""
-    model.load_state_dict(timm_to_ours(read_checkpoint(source), model.cfg))
+    model.load_state_dict(timm_to_ours(read_checkpoint(source), model.cfg, keep_head=keep_head))
     return model
 
 

@@ -39,7 +39,7 @@ def test_timm_safetensors_gives_same_logits(tmp_path, variant, img_size):
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
     ours = build_vit(variant, img_size=img_size, num_classes=10,
                      **({"depth": depth} if depth else {})).eval()
-    load_pretrained(ours, path)
+    load_pretrained(ours, path, keep_head=True)
     x = torch.randn(4, 3, img_size, img_size)
     with torch.no_grad():
         assert (ours(x) - ref(x)).abs().max().item() <= 1e-4
@@ -57,6 +57,14 @@ def test_new_class_count_gets_zero_head_and_same_features():
                                    atol=1e-4, rtol=0)
 
 
+def test_same_class_count_still_gets_a_fresh_head_unless_kept():
+    ref = random_timm("vit_tiny_patch16_224", 32, 10, depth=1)
+    cfg = build_vit("Ti/16", img_size=32, num_classes=10, depth=1).cfg
+    assert torch.count_nonzero(timm_to_ours(ref.state_dict(), cfg)["head.weight"]) == 0
+    kept = timm_to_ours(ref.state_dict(), cfg, keep_head=True)["head.weight"]
+    assert torch.equal(kept, ref.head.weight)
+
+
 def test_headless_checkpoint_loads():  # e.g. vit_base_patch16_224.orig_in21k
     ref = random_timm("vit_tiny_patch16_224", 32, 0, depth=1)
     ours = build_vit("Ti/16", img_size=32, num_classes=3, depth=1)
@@ -71,7 +79,7 @@ def test_pos_embed_resize_matches_timm():
     from timm.models.vision_transformer import checkpoint_filter_fn
     ref_big.load_state_dict(checkpoint_filter_fn(ref_small.state_dict(), ref_big))
     ours = build_vit("Ti/16", img_size=64, num_classes=10, depth=1).eval()
-    ours.load_state_dict(timm_to_ours(ref_small.state_dict(), ours.cfg))
+    ours.load_state_dict(timm_to_ours(ref_small.state_dict(), ours.cfg, keep_head=True))
     assert ours.pos_embed.shape == (1, 17, 192)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -110,7 +118,8 @@ def test_our_export_loads_back_and_into_timm(tmp_path):
     ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
                             num_classes=4, depth=2).eval()
     ref.load_state_dict(read_checkpoint(path))
-    again = load_pretrained(build_vit("Ti/16", img_size=32, num_classes=4, depth=2).eval(), path)
+    again = load_pretrained(build_vit("Ti/16", img_size=32, num_classes=4, depth=2).eval(), path,
+                            keep_head=True)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert (ref(x) - ours(x)).abs().max().item() <= 1e-5

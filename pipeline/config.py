@@ -1,0 +1,209 @@
+"""Typed schema for ``params.yaml``: one section per DVC stage plus a shared ``base``.
+
+Every stage loads its params through :func:`load_params`, so a typo (unknown key), a wrong type or an
+out-of-range value stops the stage before any download, compute or deletion, with one message naming
+the key path, the value and what is allowed. ``dvc exp run -S key=value`` edits ``params.yaml``
+before the stage runs, so the same check covers it.
+
+    >>> params = load_params("params.yaml")
+    >>> params.finetune.train.optimizer.lr
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .models import ViTConfig, variant_config
+
+DATASETS = ("cifar10", "cifar100", "fashion_mnist", "digits")
+Dataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits"]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names every bad key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainerParams(_Strict):
+    """Hardware and scale-out, passed straight to ``lightning.Trainer``."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
+    devices: PosInt | Literal["auto"] | list[NonNegInt]
+    num_nodes: PosInt
+    strategy: str
+    precision: Literal["bf16-mixed", "16-mixed", "32-true", "bf16-true"]
+    num_workers: NonNegInt
+
+
+class BaseParams(_Strict):
+    seed: int
+    dataset: Dataset
+    mlflow_experiment: Annotated[str, Field(min_length=1)]
+    trainer: TrainerParams
+
+
+class PrepareParams(_Strict):
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    download: bool
+    max_train: PosInt | None  # cap train+val (tiny runs); null = all
+    max_test: PosInt | None
+
+
+class ModelParams(_Strict):
+    """A variant by the paper's name (``"B/16"``) or ``"custom"``; explicit sizes override it."""
+
+    variant: str
+    img_size: PosInt
+    patch_size: PosInt | None  # variant "custom" only: a named variant carries it
+    embed_dim: PosInt | None
+    depth: PosInt | None
+    num_heads: PosInt | None
+    mlp_ratio: Annotated[float, Field(gt=0)] | None
+    dropout: Fraction
+    attn_dropout: Fraction
+    drop_path: Fraction
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelParams:
+        self.vit_config(num_classes=1)  # ValueError names the clash
+        return self
+
+    def vit_config(self, *, num_classes: int) -> ViTConfig:
+        """RGB always: grayscale data is expanded on the device, as pretrained ViTs expect."""
+        overrides = self.model_dump(exclude={"variant"}, exclude_none=True)
+        if self.variant != "custom" and "patch_size" in overrides:
+            raise ValueError(
+                f"patch_size is part of the variant name ({self.variant!r}); "
+                "set it only with variant 'custom'"
+            )
+        if self.variant == "custom":
+            missing = [k for k in ("embed_dim", "depth", "num_heads") if k not in overrides]
+            if missing:
+                raise ValueError(f"variant 'custom' needs {missing}")
+            overrides.setdefault("patch_size", 16)
+        return variant_config(self.variant, num_classes=num_classes, in_chans=3, **overrides)
+
+
+class OptimizerParams(_Strict):
+    name: Literal["adamw", "sgd"]
+    lr: Annotated[float, Field(gt=0.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]  # only on >=2-D weights
+    momentum: Fraction  # sgd only
+    betas: tuple[Fraction, Fraction]  # adamw only
+
+
+class TrainParams(_Strict):
+    epochs: PosInt
+    batch_size: PosInt
+    warmup_epochs: Annotated[float, Field(ge=0.0)]
+    label_smoothing: Fraction
+    grad_clip: Annotated[float, Field(gt=0.0)] | None  # global norm; null = off
+    optimizer: OptimizerParams
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainParams:
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs} > epochs={self.epochs}")
+        return self
+
+
+class AugmentParams(_Strict):
+    crop_padding: NonNegInt  # pad-and-random-crop on the small uint8 image
+    hflip: bool
+
+
+class StageParams(_Strict):
+    model: ModelParams
+    train: TrainParams
+    augment: AugmentParams
+
+
+class FinetuneParams(StageParams):
+    freeze_epochs: NonNegInt  # backbone frozen (head only) for this many epochs
+    backbone_lr_scale: Annotated[float, Field(gt=0.0, le=1.0)]
+
+    @model_validator(mode="after")
+    def _unfreezes(self) -> FinetuneParams:
+        if self.freeze_epochs >= self.train.epochs:
+            raise ValueError(
+                f"freeze_epochs={self.freeze_epochs} must be < train.epochs={self.train.epochs}"
+            )
+        return self
+
+
+class PretrainParams(StageParams):
+    """Pretrain here (offline quick run): train on ``dataset``, export timm-format weights."""
+
+    dataset: Dataset
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    max_train: PosInt | None
+
+
+class PretrainedParams(_Strict):
+    source: Literal["hub", "file", "train"]
+    hub_id: str
+    path: str | None  # source: file
+    pretrain: PretrainParams  # source: train
+
+    @model_validator(mode="after")
+    def _source_complete(self) -> PretrainedParams:
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs pretrained.path")
+        if self.source == "hub" and self.hub_id.count("/") != 1:
+            raise ValueError(f"hub_id {self.hub_id!r} is not of the form owner/name")
+        return self
+
+
+class EvaluateParams(_Strict):
+    batch_size: PosInt
+
+
+class Params(_Strict):
+    base: BaseParams
+    prepare: PrepareParams
+    pretrained: PretrainedParams
+    train_scratch: StageParams
+    finetune: FinetuneParams
+    evaluate: EvaluateParams
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid param(s):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (typo?); value {e['input']!r}")
+        else:
+            allowed = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {allowed}; got {e['input']!r}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(_format(e, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such params file (run from the project root)") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return parse_params(data, str(path))

@@ -1,0 +1,1 @@
+"""DVC stages: each a thin CLI (``python -m pipeline.stages.<name>``) over library functions."""

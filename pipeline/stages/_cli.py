@@ -1,0 +1,33 @@
+"""What every stage CLI shares: logging, params loading, and clear one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from ..config import Params, ParamsError, load_params
+from ..data import DataError
+from ..models import CheckpointError
+
+# Errors a user can fix from the message alone: no traceback, exit code 2.
+USER_ERRORS = (ParamsError, DataError, CheckpointError, FileNotFoundError)
+
+
+def stage_main(
+    description: str, add_args: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[Params, argparse.Namespace], object],
+) -> None:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    add_args(parser)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(load_params(args.params), args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,123 @@
+"""Stage ``evaluate``: every trained variant on the test split, side by side.
+
+Writes per variant ``<out>/<variant>/metrics.json`` (DVC metrics: top-1, top-5, loss, parameter
+count, images/s) and ``<out>/<variant>/confusion.csv`` (one row per test image, ``actual`` and
+``predicted``: DVC's confusion-matrix plot), plus ``<out>/comparison.md``. The test metrics and
+files are also logged into each variant's MLflow training run.
+
+    python -m pipeline.stages.evaluate --data data/prepared \
+        --variant scratch=models/scratch --variant finetune=models/finetune --out results
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import Params
+from ..data import load_prepared
+from ..evaluation import EvalResult, comparison_markdown, evaluate_model, load_trained
+from ..models import CheckpointError
+from ..training.run import resolve_accelerator, write_json_atomic
+from ..training.tracking import tracking_uri
+from ._cli import stage_main
+
+log = logging.getLogger("evaluate")
+
+
+def _device_and_dtype(params: Params) -> tuple[torch.device, torch.dtype | None]:
+    if resolve_accelerator(params.base.trainer.accelerator) == "gpu":
+        prec = params.base.trainer.precision
+        bf16 = prec.startswith("bf16") and torch.cuda.is_bf16_supported()
+        return torch.device("cuda"), (torch.bfloat16 if bf16 else
+                                      torch.float16 if prec != "32-true" else None)
+    return torch.device("cpu"), None
+
+
+def write_confusion_csv(path: Path, labels, predictions, classes: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["actual", "predicted"])
+        w.writerows((classes[a], classes[p]) for a, p in zip(labels, predictions))
+    os.replace(tmp, path)
+
+
+def log_to_mlflow(run_info: dict, metrics: dict, files: list[Path]) -> None:
+    """Test metrics and result files into the variant's training run; a failure is reported,
+    not fatal: the results on disk are the record."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri())
+        run_id = run_info["run_id"]
+        for key in ("top1", "top5", "loss", "images_per_s"):
+            name = {"top1": "acc", "top5": "acc_top5"}.get(key, key)
+            client.log_metric(run_id, f"test/{name}", metrics[key])
+        for f in files:
+            client.log_artifact(run_id, str(f), "evaluation")
+    except Exception as e:  # noqa: BLE001 - any tracking failure must not lose the results
+        log.warning("could not log %s's test metrics to MLflow (%s): %s",
+                    metrics["variant"], tracking_uri(), e)
+
+
+def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
+    manifest, splits = load_prepared(Path(args.data))
+    images, labels = splits["test"]
+    classes = list(manifest["classes"])
+    device, dtype = _device_and_dtype(params)
+    out = Path(args.out)
+    rows: dict[str, dict] = {}
+    runs: dict[str, dict] = {}
+    for spec in args.variant:
+        name, _, model_dir = spec.partition("=")
+        model_dir = Path(model_dir)
+        run_file = model_dir / "run.json"
+        if not run_file.is_file():
+            raise CheckpointError(f"no {run_file}: train the {name!r} variant first (dvc repro)")
+        runs[name] = json.loads(run_file.read_text())
+        model, hp = load_trained(model_dir / runs[name]["best_ckpt"])
+        res: EvalResult = evaluate_model(model, images, labels, batch_size=params.evaluate.batch_size,
+                                         device=device, amp_dtype=dtype)
+        variant_out = out / name
+        variant_out.mkdir(parents=True, exist_ok=True)
+        metrics = {
+            "variant": name,
+            "model": f"{model.cfg.embed_dim}d/{model.cfg.depth}L/{model.cfg.patch_size}p"
+                     f"@{model.cfg.img_size}",
+            "top1": res.top1, "top5": res.top5, "loss": res.loss,
+            "num_params": res.num_params, "images_per_s": res.images_per_s,
+            "best_val_acc": runs[name]["best_val_acc"], "train_seconds": runs[name]["train_seconds"],
+            "test_images": int(len(labels)), "device": str(device),
+        }
+        write_json_atomic(variant_out / "metrics.json", metrics)
+        write_confusion_csv(variant_out / "confusion.csv", labels, res.predictions, classes)
+        rows[name] = metrics
+        log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", name, res.top1, res.top5,
+                 res.images_per_s)
+    table = out / "comparison.md"
+    tmp = table.with_name(f".{table.name}.tmp-{os.getpid()}")
+    tmp.write_text(comparison_markdown(rows, manifest["dataset"]))
+    os.replace(tmp, table)
+    for name, metrics in rows.items():
+        log_to_mlflow(runs[name], metrics, [out / name / "metrics.json",
+                                            out / name / "confusion.csv", table])
+    print(table.read_text())
+    return rows
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="data/prepared")
+    parser.add_argument("--variant", action="append", required=True, metavar="NAME=DIR",
+                        help="a trained variant and its checkpoint dir; repeat per variant")
+    parser.add_argument("--out", default="results")
+
+
+if __name__ == "__main__":
+    stage_main(__doc__, add_args, run)

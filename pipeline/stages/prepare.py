@@ -1,0 +1,37 @@
+"""Stage ``prepare``: raw dataset (downloaded with checksum checks, or found locally) ->
+compact uint8 arrays for train / val / test plus ``manifest.json``.
+
+    python -m pipeline.stages.prepare --raw data/raw --out data/prepared
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..config import Params
+from ..data import load_raw, prepare_dataset
+from ._cli import stage_main
+
+log = logging.getLogger("prepare")
+
+
+def run(params: Params, args: argparse.Namespace) -> dict:
+    p = params.prepare
+    raw = load_raw(params.base.dataset, Path(args.raw), download=p.download)
+    manifest = prepare_dataset(
+        raw, Path(args.out), val_fraction=p.val_fraction, seed=params.base.seed,
+        max_train=p.max_train, max_test=p.max_test,
+    )
+    log.info("prepared %s into %s: %s", params.base.dataset, args.out, manifest["counts"])
+    return manifest
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--raw", default="data/raw", help="downloads / raw files")
+    parser.add_argument("--out", default="data/prepared", help="prepared arrays + manifest")
+
+
+if __name__ == "__main__":
+    stage_main(__doc__, add_args, run)

@@ -1,0 +1,176 @@
+"""The LightningModule that trains any of our ViTs: from scratch, or fine-tuned with a frozen start.
+
+The model is passed in (an ``nn.Module`` that knows nothing of training). One ``model_step`` serves
+every split; a torchmetrics object per split; log keys ``train/loss``, ``val/acc``, ``test/acc_top5``.
+
+Frozen-then-unfrozen fine-tuning without toggling ``requires_grad``: DDP fixes the set of parameters
+it synchronises when it wraps the model, so Lightning's ``BackboneFinetuning`` (which unfreezes
+later and adds a param group) leaves the unfrozen backbone unsynchronised across ranks (Lightning
+issue 20340). Here every parameter is in the optimizer from the first step, in param groups that
+say whether it belongs to the backbone. While frozen, the backbone groups' learning rate is 0 and
+their gradients are dropped after DDP's all-reduce and before the optimizer step, so the optimizer
+skips them (no update, no momentum, no weight decay). At ``freeze_epochs`` the backbone groups start
+their own warmup + cosine at ``lr * backbone_lr_scale``. Same behaviour on one device or many.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .preprocess import DevicePreprocess
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Linear warmup from 0 to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def param_groups(
+    model: nn.Module, *, lr: float, weight_decay: float, backbone_lr_scale: float
+) -> list[dict[str, Any]]:
+    """Four groups: {backbone, head} x {decay, no decay}; decay only on >=2-D weights (nanoGPT)."""
+    head = {id(p) for p in model.head.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in head, p.ndim >= 2), []).append(p)
+    out = []
+    for (is_head, decay), params in sorted(groups.items()):
+        out.append(
+            {
+                "params": params,
+                "lr": lr if is_head else lr * backbone_lr_scale,
+                "weight_decay": weight_decay if decay else 0.0,
+                "name": f"{'head' if is_head else 'backbone'}_{'decay' if decay else 'no_decay'}",
+                "backbone": not is_head,
+            }
+        )
+    return out
+
+
+class ViTClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_epochs: float = 1.0,
+        label_smoothing: float = 0.0,
+        freeze_epochs: int = 0,
+        backbone_lr_scale: float = 1.0,
+        model_config: dict | None = None,
+        classes: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        # the model is saved as weights; its config travels in hparams to rebuild it
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.preprocess = DevicePreprocess(model.cfg.img_size, model.cfg.in_chans)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        top5 = min(5, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, C) images -> logits (B, num_classes)."""
+        return self.model(self.preprocess(images))
+
+    def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        images, labels = batch
+        logits = self(images)
+        loss = self.criterion(logits, labels)
+        return loss, logits, labels
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.current_epoch < self.hparams.freeze_epochs
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, logits, labels = self.model_step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, "
+                f"global step {self.global_step}"
+            )
+        self.train_acc(logits, labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        if self.hparams.freeze_epochs:
+            self.log("train/backbone_frozen", float(self.backbone_frozen), on_step=False,
+                     on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, labels = self.model_step(batch)
+        self.val_acc(logits, labels)
+        self.val_top5(logits, labels)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self.log("val/acc_top5", self.val_top5, on_epoch=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, logits, labels = self.model_step(batch)
+        self.test_acc(logits, labels)
+        self.test_top5(logits, labels)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+        self.log("test/acc_top5", self.test_top5, on_epoch=True)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).float().softmax(-1)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """While the backbone is frozen, drop its (already all-reduced) gradients so the
+        optimizer skips those parameters entirely. Runs before gradient clipping."""
+        if self.backbone_frozen:
+            for group in optimizer.param_groups:
+                if group.get("backbone"):
+                    for p in group["params"]:
+                        p.grad = None
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = param_groups(
+            self.model, lr=hp.lr, weight_decay=hp.weight_decay,
+            backbone_lr_scale=hp.backbone_lr_scale,
+        )
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+        else:
+            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        warmup = round(hp.warmup_epochs * per_epoch)
+        frozen = hp.freeze_epochs * per_epoch
+
+        def head_lambda(step: int) -> float:
+            return warmup_cosine(step, warmup, total)
+
+        def backbone_lambda(step: int) -> float:
+            if step < frozen:
+                return 0.0
+            return warmup_cosine(step - frozen, warmup, total - frozen)
+
+        lambdas = [backbone_lambda if g["backbone"] else head_lambda for g in groups]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

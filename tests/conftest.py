@@ -1,0 +1,39 @@
+"""Shared fixtures: every test runs offline, on the CPU, with MLflow in a temporary database."""
+
+import os
+
+import pytest
+import yaml
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+
+TINY_MODEL = {
+    "variant": "custom", "img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2,
+    "num_heads": 2, "mlp_ratio": 2.0, "dropout": 0.0, "attn_dropout": 0.0, "drop_path": 0.0,
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    """The real params.yaml, shrunk: digits, a 2-block ViT, CPU, 2 epochs."""
+    root = os.path.dirname(os.path.dirname(__file__))
+    with open(os.path.join(root, "params.yaml")) as f:
+        p = yaml.safe_load(f)
+    p["base"].update(dataset="digits", mlflow_experiment="tests")
+    p["base"]["trainer"].update(accelerator="cpu", num_workers=0)
+    p["prepare"].update(val_fraction=0.1)
+    for section in ("train_scratch", "finetune"):
+        p[section]["model"] = dict(TINY_MODEL)
+        p[section]["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5)
+    p["pretrained"].update(source="train")
+    pt = p["pretrained"]["pretrain"]
+    pt.update(dataset="digits", max_train=400, model=dict(TINY_MODEL))
+    pt["train"].update(epochs=1, batch_size=64, warmup_epochs=0.5)
+    return p
