@@ -19,6 +19,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from safetensors.torch import save_file
+
 from ..config import Params
 from ..data import load_raw, prepare_dataset
 from ..models import build_vit, read_checkpoint, save_checkpoint, timm_to_ours
@@ -51,30 +53,34 @@ def pretrain(params: Params, raw_dir: Path, out_dir: Path) -> Path:
 
 
 def run(params: Params, args: argparse.Namespace) -> Path:
+    """Build the output in a temporary sibling dir and swap it in only once it is complete and
+    checked, so a failed fetch or pretraining never costs the weights already there."""
     pt = params.pretrained
     out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    target = out / "model.safetensors"
-    if pt.source == "train":
-        pretrain(params, Path(args.raw), out)
-        source = f"trained here on {pt.pretrain.dataset}"
-    else:
-        source = pt.hub_id if pt.source == "hub" else pt.path
-        state = read_checkpoint(source)
-        from safetensors.torch import save_file
-
-        tmp = out / ".model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        tmp.replace(target)
-    # Fail now, not an hour in, if the weights do not fit the fine-tuning architecture
-    # (the head is replaced anyway, so its class count does not matter here).
-    timm_to_ours(read_checkpoint(target), params.finetune.model.vit_config(num_classes=1))
-    write_json_atomic(out / "info.json", {"source": pt.source, "from": source,
-                                          "file": target.name})
-    log.info("pretrained weights (%s) in %s", source, target)
-    return target
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if pt.source == "train":
+            pretrain(params, Path(args.raw), tmp)
+            source = f"trained here on {pt.pretrain.dataset}"
+        else:
+            source = pt.hub_id if pt.source == "hub" else pt.path
+            state = read_checkpoint(source)
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+        # Fail now, not an hour in, if the weights do not fit the fine-tuning architecture
+        # (the head is replaced anyway, so its class count does not matter here).
+        timm_to_ours(read_checkpoint(tmp / "model.safetensors"),
+                     params.finetune.model.vit_config(num_classes=1))
+        write_json_atomic(tmp / "info.json", {"source": pt.source, "from": source,
+                                              "file": "model.safetensors"})
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("pretrained weights (%s) in %s", source, out / "model.safetensors")
+    return out / "model.safetensors"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
