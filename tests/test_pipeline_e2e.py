@@ -10,21 +10,23 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
 import timm
-import torch
 import yaml
 from safetensors.torch import save_file
 
 from pipeline.workspace import make_workspace, stage_env
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dvc(ws, *args) -> str:
-    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws, env=stage_env(),
+    env = {**stage_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{ws.parent / 'mlflow.db'}"}
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
@@ -41,7 +43,7 @@ def workspace(tmp_path_factory):
                             num_classes=1000)
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
               str(root / "ref.safetensors"))
-    p = yaml.safe_load(open("params.yaml"))
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["base"].update(dataset="digits", mlflow_experiment="e2e")
     p["base"]["trainer"].update(accelerator="cpu", num_workers=0, devices=1)
     p["prepare"].update(val_fraction=0.1, max_train=300, max_test=100, download=False)
@@ -55,19 +57,14 @@ def workspace(tmp_path_factory):
     p["evaluate"]["batch_size"] = 64
     (root / "params.tiny.yaml").write_text(yaml.safe_dump(p))
     ws = make_workspace(root / "ws", root / "params.tiny.yaml")
-    db = root / "mlflow.db"
-    import os
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
-    try:
-        first = _dvc(ws, "repro")
-        second = _dvc(ws, "repro")
-        p["finetune"]["train"]["optimizer"]["lr"] = 0.01
-        (ws / "params.yaml").write_text(yaml.safe_dump(p))
-        status = _dvc(ws, "status")
-        third = _dvc(ws, "repro")
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
-    return dict(ws=ws, db=db, first=first, second=second, status=status, third=third)
+    first = _dvc(ws, "repro")
+    second = _dvc(ws, "repro")
+    p["finetune"]["train"]["optimizer"]["lr"] = 0.01
+    (ws / "params.yaml").write_text(yaml.safe_dump(p))
+    status = _dvc(ws, "status")
+    third = _dvc(ws, "repro")
+    return dict(ws=ws, db=root / "mlflow.db", first=first, second=second, status=status,
+                third=third)
 
 
 def test_first_repro_runs_every_stage_and_writes_metrics(workspace):
