@@ -60,6 +60,7 @@ def workspace(tmp_path_factory):
     first = _dvc(ws, "repro")
     second = _dvc(ws, "repro")
     p["finetune"]["train"]["optimizer"]["lr"] = 0.01
+    p["finetune"]["model"]["drop_path"] = 0.1
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     status = _dvc(ws, "status")
     third = _dvc(ws, "repro")
@@ -100,5 +101,6 @@ def test_second_repro_does_nothing(workspace):
 
 
 def test_finetune_edit_reruns_only_finetune_and_evaluate(workspace):
-    assert "finetune" in workspace["status"] and "train_scratch" not in workspace["status"]
+    assert "finetune" in workspace["status"]
+    assert "train_scratch" not in workspace["status"] and "pretrained" not in workspace["status"]
     assert _ran(workspace["third"]) == ["finetune", "evaluate"]
