@@ -32,6 +32,15 @@ from pipeline.data.errors import DataError
 DATASETS = ("cifar10", "cifar100", "fashion_mnist", "digits")
 
 OFFLINE_HINT = "no network? run the offline quick run: make quick"
+# Where a dataset can come from without a network, named in its "missing" errors.
+OFFLINE_SOURCES = {
+    "fashion_mnist": "offline, install the Debian package dataset-fashion-mnist "
+    "(it puts the files in /usr/share/datasets/fashion-mnist)",
+}
+
+
+def _offline_hint(name: str) -> str:
+    return OFFLINE_SOURCES.get(name, OFFLINE_HINT)
 
 
 @dataclass(frozen=True)
@@ -200,7 +209,7 @@ def _check_md5(path: Path, spec: FileSpec, actual: str) -> str:
     return f"md5:{actual}"
 
 
-def _download(spec: FileSpec, dest: Path) -> None:
+def _download(spec: FileSpec, dest: Path, hint: str = OFFLINE_HINT) -> None:
     """Fetch ``spec.url`` to ``dest`` via a ``.part`` file, so no half file is ever at ``dest``."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -210,7 +219,7 @@ def _download(spec: FileSpec, dest: Path) -> None:
     except (OSError, http.client.HTTPException, RuntimeError) as exc:  # URLError is an OSError
         part.unlink(missing_ok=True)
         raise DataError(
-            f"could not download {spec.url} to {dest} ({type(exc).__name__}: {exc}); {OFFLINE_HINT}"
+            f"could not download {spec.url} to {dest} ({type(exc).__name__}: {exc}); {hint}"
         ) from exc
     part.replace(dest)
 
@@ -230,8 +239,9 @@ def _locate(name: str, spec: FileSpec, raw_dir: Path, download: bool) -> Path:
         )
         raise DataError(
             f"missing {spec.filename}: expected {local}{also}, and download is disabled"
+            + (f"; {OFFLINE_SOURCES[name]}" if name in OFFLINE_SOURCES else "")
         )
-    _download(spec, local)
+    _download(spec, local, _offline_hint(name))
     return local
 
 

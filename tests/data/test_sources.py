@@ -371,3 +371,14 @@ def test_raw_dataset_validates_itself():
         DataError, match=r"train images are \(8, 8, 1\) but test images are \(4, 4, 1\)"
     ):
         RawDataset("bad", ["a"], images, labels * 0, images[:, :4, :4], labels * 0, {})
+
+
+def test_fashion_mnist_offline_errors_name_the_debian_package(tmp_path, monkeypatch, no_system_dirs):
+    def failing_download(url, root, filename=None, md5=None):
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(sources, "download_url", failing_download)
+    with pytest.raises(DataError, match="install the Debian package dataset-fashion-mnist"):
+        load_raw("fashion_mnist", tmp_path)
+    with pytest.raises(DataError, match=r"download is disabled; offline, install the Debian"):
+        load_raw("fashion_mnist", tmp_path, download=False)
