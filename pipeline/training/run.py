@@ -22,7 +22,7 @@ from ..config import StageParams, TrainerParams
 from ..data import PreparedDataModule
 from ..models import VisionTransformer
 from .module import ViTClassifier
-from .tracking import flatten, make_logger, tracking_uri
+from .tracking import RecordFailure, check_tracking, flatten, make_logger, tracking_uri
 
 log = logging.getLogger(__name__)
 MIXED = ("bf16-mixed", "16-mixed", "bf16-true")
@@ -82,6 +82,7 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on the prepared data in ``data_dir``; checkpoints and run.json in ``out_dir``."""
     out_dir = Path(out_dir)
+    check_tracking()  # an unreachable server fails here, before any work
     L.seed_everything(seed, workers=True)
     tr, opt, aug = params.train, params.train.optimizer, params.augment
     dm = PreparedDataModule(
@@ -116,52 +117,58 @@ def fit(
     if notice:
         log.warning(notice)
     logger = make_logger(experiment, name, stage)
-    num_params = sum(p.numel() for p in model.parameters())
-    logger.log_hyperparams(
-        {**flatten(logged_params), "model.num_params": num_params, "precision.resolved": precision}
-    )
-    if notice:
-        logger.experiment.set_tag(logger.run_id, "precision_notice", notice)
-    ckpt = ModelCheckpoint(
-        dirpath=out_dir,
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        save_last=True,
-        enable_version_counter=False,
-    )
-    trainer = L.Trainer(
-        max_epochs=tr.epochs,
-        accelerator=resolve_accelerator(trainer_params.accelerator),
-        devices=trainer_params.devices,
-        num_nodes=trainer_params.num_nodes,
-        strategy=trainer_params.strategy,
-        precision=precision,
-        gradient_clip_val=tr.grad_clip,
-        logger=logger,
-        callbacks=[ckpt, LearningRateMonitor(logging_interval="epoch")],
-        default_root_dir=out_dir,
-        log_every_n_steps=min(50, max(1, len(dm.train_dataloader()))),
-        deterministic=False,
-    )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    seconds = time.perf_counter() - start
-    if not ckpt.best_model_path:
-        raise RuntimeError(f"{name}: training finished without a checkpoint in {out_dir}")
-    result = TrainResult(
-        run_id=logger.run_id,
-        experiment_id=logger.experiment_id,
-        tracking_uri=tracking_uri(),
-        best_ckpt=Path(ckpt.best_model_path).name,
-        last_ckpt=Path(ckpt.last_model_path).name,
-        best_val_acc=float(ckpt.best_model_score),
-        epochs=trainer.current_epoch,
-        train_seconds=seconds,
-        num_params=num_params,
-    )
-    if trainer.is_global_zero:
-        logger.log_metrics({"train_seconds": seconds})
-        logger.experiment.log_artifact(logger.run_id, ckpt.best_model_path, "checkpoints")
-        write_json_atomic(out_dir / "run.json", asdict(result))
-    return result
+    try:
+        num_params = sum(p.numel() for p in model.parameters())
+        logger.log_hyperparams(
+            {**flatten(logged_params), "model.num_params": num_params, "precision.resolved": precision}
+        )
+        if notice:
+            logger.experiment.set_tag(logger.run_id, "precision_notice", notice)
+        ckpt = ModelCheckpoint(
+            dirpath=out_dir,
+            filename="best",
+            monitor="val/acc",
+            mode="max",
+            save_last=True,
+            enable_version_counter=False,
+        )
+        trainer = L.Trainer(
+            max_epochs=tr.epochs,
+            accelerator=resolve_accelerator(trainer_params.accelerator),
+            devices=trainer_params.devices,
+            num_nodes=trainer_params.num_nodes,
+            strategy=trainer_params.strategy,
+            precision=precision,
+            gradient_clip_val=tr.grad_clip,
+            logger=logger,
+            callbacks=[ckpt, LearningRateMonitor(logging_interval="epoch"), RecordFailure()],
+            default_root_dir=out_dir,
+            log_every_n_steps=min(50, max(1, len(dm.train_dataloader()))),
+            deterministic=False,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=dm)
+        seconds = time.perf_counter() - start
+        if not ckpt.best_model_path:
+            raise RuntimeError(f"{name}: training finished without a checkpoint in {out_dir}")
+        result = TrainResult(
+            run_id=logger.run_id,
+            experiment_id=logger.experiment_id,
+            tracking_uri=tracking_uri(),
+            best_ckpt=Path(ckpt.best_model_path).name,
+            last_ckpt=Path(ckpt.last_model_path).name,
+            best_val_acc=float(ckpt.best_model_score),
+            epochs=trainer.current_epoch,
+            train_seconds=seconds,
+            num_params=num_params,
+        )
+        if trainer.is_global_zero:
+            logger.log_metrics({"train_seconds": seconds})
+            logger.experiment.log_artifact(logger.run_id, ckpt.best_model_path, "checkpoints")
+            write_json_atomic(out_dir / "run.json", asdict(result))
+        return result
+    except BaseException as e:
+        if logger.failure is None:  # failed outside trainer.fit: Lightning did not end the run
+            logger.failure = e
+            logger.finalize("failed")
+        raise

@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking store cannot be used; the message names the URI."""
 
 
 def project_root() -> Path:
@@ -69,8 +77,55 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def make_logger(experiment: str, run_name: str, stage: str) -> MLFlowLogger:
-    return MLFlowLogger(
+def check_tracking(uri: str | None = None, timeout: float = 5.0) -> str:
+    """Fail fast, before any training, when the tracking store cannot be reached.
+
+    A server (http/https) must answer ``/health`` within ``timeout`` seconds; MLflow's own client
+    would retry for minutes first. A SQLite database needs an existing directory."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as r:
+                r.read()
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({reason}). Start it, fix "
+                "MLFLOW_TRACKING_URI, or unset it to track into the project's mlflow.db"
+            ) from e
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
+        if not folder.is_dir():
+            raise TrackingError(f"MLflow tracking URI {uri}: directory {folder} does not exist")
+    return uri
+
+
+class RunLogger(MLFlowLogger):
+    """An MLFlowLogger whose run records why it ended: on a failure the error goes into the
+    ``error`` tag, and a SIGTERM or Ctrl-C ends the run KILLED rather than FAILED."""
+
+    failure: BaseException | None = None
+
+    def finalize(self, status: str = "success") -> None:
+        if status == "failed" and self.failure is not None and self._initialized:
+            err = self.failure
+            self.experiment.set_tag(self.run_id, "error", f"{type(err).__name__}: {err}"[:4000])
+            if isinstance(err, (KeyboardInterrupt, SIGTERMException)):
+                status = "KILLED"
+        super().finalize(status)
+
+
+class RecordFailure(Callback):
+    """Hands the exception to our loggers; Lightning calls this before it finalizes them."""
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, RunLogger):
+                logger.failure = exception
+
+
+def make_logger(experiment: str, run_name: str, stage: str) -> RunLogger:
+    return RunLogger(
         experiment_name=experiment,
         run_name=run_name,
         tracking_uri=tracking_uri(),

@@ -1,0 +1,121 @@
+"""Faults during a training run: the MLflow run never stays RUNNING or says FINISHED wrongly,
+the error is recorded, earlier checkpoints survive, an unreachable server fails fast."""
+
+import socket
+import time
+
+import lightning as L
+import mlflow
+import pytest
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from pipeline.config import parse_params
+from pipeline.data import load_raw, prepare_dataset
+from pipeline.models import build_vit
+from pipeline.training.run import fit
+from pipeline.training.tracking import TrackingError, check_tracking, tracking_uri
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "prepared"
+    prepare_dataset(load_raw("digits", out.parent / "raw"), out, val_fraction=0.2, seed=0,
+                    max_train=160, max_test=40)
+    return out
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri():
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    start = time.perf_counter()
+    with pytest.raises(TrackingError, match=f"MLflow tracking server {uri} is unreachable"):
+        check_tracking(uri)
+    assert time.perf_counter() - start < 5
+
+
+def test_sqlite_in_a_missing_directory_is_refused(tmp_path):
+    with pytest.raises(TrackingError, match="does not exist"):
+        check_tracking(f"sqlite:///{tmp_path}/no/such/dir/mlflow.db")
+
+
+def _run(tiny_params, digits_dir, out_dir, model, epochs=2):
+    p = parse_params(tiny_params)
+    params = p.train_scratch.model_copy(update={
+        "train": p.train_scratch.train.model_copy(update={"epochs": epochs})})
+    return fit(name="scratch", stage="train_scratch", model=model, params=params,
+               trainer_params=p.base.trainer, experiment="faults", seed=0, data_dir=digits_dir,
+               out_dir=out_dir, logged_params={})
+
+
+def _only_run():
+    client = mlflow.MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name("faults")
+    (run,) = client.search_runs([exp.experiment_id])
+    return run
+
+
+class _NanAfterFirstEpoch(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            with torch.no_grad():
+                pl_module.model.head.bias.fill_(float("nan"))
+
+
+def test_nan_loss_fails_the_run_with_the_error_and_keeps_the_last_good_checkpoint(
+        tiny_params, digits_dir, tmp_path, monkeypatch):
+    import pipeline.training.run as run_mod
+
+    real_trainer = run_mod.L.Trainer
+
+    def trainer_with_nan(**kw):
+        return real_trainer(**{**kw, "callbacks": [*kw["callbacks"], _NanAfterFirstEpoch()]})
+
+    monkeypatch.setattr(run_mod.L, "Trainer", trainer_with_nan)
+    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+                      .vit_config(num_classes=10).to_dict())
+    with pytest.raises(FloatingPointError, match="non-finite training loss nan at epoch 1"):
+        _run(tiny_params, digits_dir, tmp_path / "ckpt", model)
+    run = _only_run()
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("FloatingPointError: non-finite training loss")
+    last = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values()
+               if v.is_floating_point())
+    assert not (tmp_path / "ckpt" / "run.json").exists()  # no claim that the run finished
+
+
+class _Sigterm(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 1:
+            raise SIGTERMException  # what Lightning raises when the process gets SIGTERM
+
+
+def test_sigterm_ends_the_run_killed(tiny_params, digits_dir, tmp_path, monkeypatch):
+    import pipeline.training.run as run_mod
+
+    real_trainer = run_mod.L.Trainer
+    monkeypatch.setattr(run_mod.L, "Trainer", lambda **kw: real_trainer(
+        **{**kw, "callbacks": [*kw["callbacks"], _Sigterm()]}))
+    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+                      .vit_config(num_classes=10).to_dict())
+    with pytest.raises(SIGTERMException):
+        _run(tiny_params, digits_dir, tmp_path / "ckpt", model)
+    run = _only_run()
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"].startswith("SIGTERMException")
+
+
+def test_a_successful_run_is_finished(tiny_params, digits_dir, tmp_path):
+    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+                      .vit_config(num_classes=10).to_dict())
+    result = _run(tiny_params, digits_dir, tmp_path / "ckpt", model, epochs=1)
+    run = _only_run()
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    assert run.info.run_id == result.run_id and (tmp_path / "ckpt" / "run.json").exists()
