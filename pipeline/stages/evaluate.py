@@ -13,40 +13,43 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..config import Params
 from ..data import load_prepared
 from ..evaluation import EvalResult, comparison_markdown, evaluate_model, load_trained
 from ..models import CheckpointError
-from ..training.run import resolve_accelerator, write_json_atomic
+from ..training.run import resolve_accelerator, resolve_precision
 from ..training.tracking import tracking_uri
 from ._cli import stage_main
 
 log = logging.getLogger("evaluate")
 
 
+_AMP_DTYPE = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16,
+              "16-mixed": torch.float16, "32-true": None}
+
+
 def _device_and_dtype(params: Params) -> tuple[torch.device, torch.dtype | None]:
-    if resolve_accelerator(params.base.trainer.accelerator) == "gpu":
-        prec = params.base.trainer.precision
-        bf16 = prec.startswith("bf16") and torch.cuda.is_bf16_supported()
-        return torch.device("cuda"), (torch.bfloat16 if bf16 else
-                                      torch.float16 if prec != "32-true" else None)
-    return torch.device("cpu"), None
+    """The device and autocast dtype training used (same fallbacks: see resolve_precision)."""
+    trainer = params.base.trainer
+    gpu = resolve_accelerator(trainer.accelerator) == "gpu"
+    precision, _ = resolve_precision(trainer)
+    return torch.device("cuda" if gpu else "cpu"), _AMP_DTYPE[precision]
 
 
 def write_confusion_csv(path: Path, labels, predictions, classes: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["actual", "predicted"])
-        w.writerows((classes[a], classes[p]) for a, p in zip(labels, predictions))
-    os.replace(tmp, path)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["actual", "predicted"])
+    w.writerows((classes[a], classes[p]) for a, p in zip(labels, predictions))
+    atomic_write_text(path, buf.getvalue())
 
 
 def log_to_mlflow(run_info: dict, metrics: dict, files: list[Path]) -> None:
@@ -96,15 +99,12 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
             "best_val_acc": runs[name]["best_val_acc"], "train_seconds": runs[name]["train_seconds"],
             "test_images": int(len(labels)), "device": str(device),
         }
-        write_json_atomic(variant_out / "metrics.json", metrics)
+        atomic_write_json(variant_out / "metrics.json", metrics)
         write_confusion_csv(variant_out / "confusion.csv", labels, res.predictions, classes)
         rows[name] = metrics
         log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", name, res.top1, res.top5,
                  res.images_per_s)
-    table = out / "comparison.md"
-    tmp = table.with_name(f".{table.name}.tmp-{os.getpid()}")
-    tmp.write_text(comparison_markdown(rows, manifest["dataset"]))
-    os.replace(tmp, table)
+    table = atomic_write_text(out / "comparison.md", comparison_markdown(rows, manifest["dataset"]))
     for name, metrics in rows.items():
         log_to_mlflow(runs[name], metrics, [out / name / "metrics.json",
                                             out / name / "confusion.csv", table])

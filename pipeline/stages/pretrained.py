@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 from ..config import Params
 from ..data import load_raw, prepare_dataset
 from ..models import build_vit, read_checkpoint, save_checkpoint, timm_to_ours
-from ..training.run import fit, write_json_atomic
+from ..atomic import atomic_write_json
+from ..training.run import fit
 from ._cli import stage_main
 
 log = logging.getLogger("pretrained")
@@ -72,7 +73,7 @@ def run(params: Params, args: argparse.Namespace) -> Path:
         # (the head is replaced anyway, so its class count does not matter here).
         timm_to_ours(read_checkpoint(tmp / "model.safetensors"),
                      params.finetune.model.vit_config(num_classes=1))
-        write_json_atomic(tmp / "info.json", {"source": pt.source, "from": source,
+        atomic_write_json(tmp / "info.json", {"source": pt.source, "from": source,
                                               "file": "model.safetensors"})
         if out.exists():
             shutil.rmtree(out)

@@ -7,9 +7,7 @@ Shared by the ``train_scratch`` and ``finetune`` stages and by local pretraining
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
+from ..atomic import atomic_write_json
 from ..config import StageParams, TrainerParams
 from ..data import PreparedDataModule
 from ..models import VisionTransformer
@@ -56,13 +55,6 @@ def resolve_precision(trainer: TrainerParams) -> tuple[str, str | None]:
     if accel == "gpu" and want.startswith("bf16") and not torch.cuda.is_bf16_supported():
         return "16-mixed", f"this GPU has no bf16; running 16-mixed instead of {want}"
     return want, None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def fit(
@@ -165,7 +157,7 @@ def fit(
         if trainer.is_global_zero:
             logger.log_metrics({"train_seconds": seconds})
             logger.experiment.log_artifact(logger.run_id, ckpt.best_model_path, "checkpoints")
-            write_json_atomic(out_dir / "run.json", asdict(result))
+            atomic_write_json(out_dir / "run.json", asdict(result))
         return result
     except BaseException as e:
         if logger.failure is None:  # failed outside trainer.fit: Lightning did not end the run
