@@ -20,6 +20,7 @@ from ..atomic import atomic_write_json
 from ..config import StageParams, TrainerParams
 from ..data import PreparedDataModule
 from ..models import VisionTransformer
+from .checkpoint_io import FiniteCheckpointIO
 from .module import ViTClassifier
 from .tracking import RecordFailure, check_tracking, flatten, make_logger, tracking_uri
 
@@ -134,6 +135,7 @@ def fit(
             gradient_clip_val=tr.grad_clip,
             logger=logger,
             callbacks=[ckpt, LearningRateMonitor(logging_interval="epoch"), RecordFailure()],
+            plugins=[FiniteCheckpointIO()],
             default_root_dir=out_dir,
             log_every_n_steps=min(50, max(1, len(dm.train_dataloader()))),
             deterministic=False,
