@@ -85,11 +85,10 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
         if not run_file.is_file():
             raise CheckpointError(f"no {run_file}: train the {name!r} variant first (dvc repro)")
         runs[name] = json.loads(run_file.read_text())
-        model, hp = load_trained(model_dir / runs[name]["best_ckpt"])
+        model, _ = load_trained(model_dir / runs[name]["best_ckpt"])
         res: EvalResult = evaluate_model(model, images, labels, batch_size=params.evaluate.batch_size,
                                          device=device, amp_dtype=dtype)
         variant_out = out / name
-        variant_out.mkdir(parents=True, exist_ok=True)
         metrics = {
             "variant": name,
             "model": f"{model.cfg.embed_dim}d/{model.cfg.depth}L/{model.cfg.patch_size}p"

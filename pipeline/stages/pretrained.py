@@ -21,18 +21,19 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from ..atomic import atomic_write_json
 from ..config import Params
 from ..data import load_raw, prepare_dataset
-from ..models import build_vit, read_checkpoint, save_checkpoint, timm_to_ours
-from ..atomic import atomic_write_json
+from ..evaluation import load_trained
+from ..models import VisionTransformer, build_vit, read_checkpoint, timm_to_ours
 from ..training.run import fit
 from ._cli import stage_main
 
 log = logging.getLogger("pretrained")
 
 
-def pretrain(params: Params, raw_dir: Path, out_dir: Path) -> Path:
-    """Train ``pretrained.pretrain`` on its dataset; export the best weights (timm layout)."""
+def pretrain(params: Params, raw_dir: Path, out_dir: Path) -> VisionTransformer:
+    """Train ``pretrained.pretrain`` on its dataset; returns the best model (timm layout)."""
     pp = params.pretrained.pretrain
     data_dir = out_dir / "data"
     raw = load_raw(pp.dataset, raw_dir, download=params.prepare.download)
@@ -45,12 +46,9 @@ def pretrain(params: Params, raw_dir: Path, out_dir: Path) -> Path:
         seed=params.base.seed, data_dir=data_dir, out_dir=out_dir / "checkpoints",
         logged_params={"pretrained": params.pretrained.model_dump(), "base": params.base.model_dump()},
     )
-    from ..evaluation import load_trained
-
     best, _ = load_trained(out_dir / "checkpoints" / result.best_ckpt)
-    path = save_checkpoint(best, out_dir / "model.safetensors")
     shutil.rmtree(data_dir)  # the prepared pretraining arrays are not an output
-    return path
+    return best
 
 
 def run(params: Params, args: argparse.Namespace) -> Path:
@@ -63,16 +61,15 @@ def run(params: Params, args: argparse.Namespace) -> Path:
     tmp.mkdir(parents=True)
     try:
         if pt.source == "train":
-            pretrain(params, Path(args.raw), tmp)
+            state = pretrain(params, Path(args.raw), tmp).state_dict()
             source = f"trained here on {pt.pretrain.dataset}"
         else:
             source = pt.hub_id if pt.source == "hub" else pt.path
             state = read_checkpoint(source)
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
         # Fail now, not an hour in, if the weights do not fit the fine-tuning architecture
         # (the head is replaced anyway, so its class count does not matter here).
-        timm_to_ours(read_checkpoint(tmp / "model.safetensors"),
-                     params.finetune.model.vit_config(num_classes=1))
+        timm_to_ours(state, params.finetune.model.vit_config(num_classes=1))
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
         atomic_write_json(tmp / "info.json", {"source": pt.source, "from": source,
                                               "file": "model.safetensors"})
         if out.exists():

@@ -38,7 +38,7 @@ def param_groups(
     model: nn.Module, *, lr: float, weight_decay: float, backbone_lr_scale: float
 ) -> list[dict[str, Any]]:
     """Four groups: {backbone, head} x {decay, no decay}; decay only on >=2-D weights (nanoGPT)."""
-    head = {id(p) for p in model.head.parameters()}
+    head = {id(p) for p in model.head_parameters()}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
