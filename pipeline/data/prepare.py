@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from pipeline.data.errors import DataError
-from pipeline.data.sources import RawDataset
+from pipeline.data.sources import RawDataset, check_label_range
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
@@ -182,10 +182,49 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path} ({exc}); {_PREPARE_HINT}") from exc
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path} is not a JSON object; {_PREPARE_HINT}")
     for key in ("classes", "num_classes", "image_shape", "counts"):
         if key not in manifest:
             raise DataError(f"{path} has no key {key!r}; {_PREPARE_HINT}")
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _is_count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """The manifest values a model is built from: image shape, classes, non-empty split counts."""
+
+    def bad(key: str, expected: str, value: Any) -> DataError:
+        return DataError(f"{path}: {key} must be {expected}, got {value!r}; {_PREPARE_HINT}")
+
+    shape = manifest["image_shape"]
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(_is_count(v, 1) for v in shape)
+        and shape[2] in (1, 3)
+    ):
+        raise bad("image_shape", "[H, W, C] with H, W >= 1 and C in {1, 3}", shape)
+    num_classes, classes = manifest["num_classes"], manifest["classes"]
+    if not _is_count(num_classes, 1):
+        raise bad("num_classes", "a positive integer", num_classes)
+    if not isinstance(classes, list) or len(classes) != num_classes:
+        got = f"{len(classes)} names" if isinstance(classes, list) else repr(classes)
+        raise DataError(
+            f"{path}: classes must be a list of num_classes={num_classes} names, got {got}; "
+            f"{_PREPARE_HINT}"
+        )
+    counts = manifest["counts"]
+    if not isinstance(counts, dict):
+        raise bad("counts", f"an object with keys {', '.join(SPLITS)}", counts)
+    for split in SPLITS:
+        count = counts.get(split)
+        if not _is_count(count, 1):
+            raise bad(f"counts[{split!r}]", "a positive integer (no empty split)", count)
 
 
 def load_prepared(
@@ -204,10 +243,10 @@ def load_prepared(
                 raise DataError(f"missing {path}; {_PREPARE_HINT}")
             try:
                 loaded.append(np.load(path, mmap_mode="r", allow_pickle=False))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty (0-byte) file
                 raise DataError(f"cannot read {path} ({exc}); {_PREPARE_HINT}") from exc
         images, labels = loaded
-        count = manifest["counts"].get(split)
+        count = manifest["counts"][split]
         if images.dtype != np.uint8 or images.shape != (count, *shape):
             raise DataError(
                 f"{prepared_dir / f'{split}_images.npy'}: expected uint8 {(count, *shape)}, "
@@ -218,5 +257,8 @@ def load_prepared(
                 f"{prepared_dir / f'{split}_labels.npy'}: expected int64 ({count},), "
                 f"got {labels.dtype} {labels.shape}; {_PREPARE_HINT}"
             )
+        # Out-of-range labels would otherwise surface as a device-side assert in the loss.
+        labels_path = prepared_dir / f"{split}_labels.npy"
+        check_label_range(labels, manifest["num_classes"], str(labels_path))
         splits[split] = (images, labels)
     return manifest, splits

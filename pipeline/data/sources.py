@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import pickle
 import struct
 import tarfile
@@ -95,6 +96,7 @@ SYSTEM_DIRS: dict[str, tuple[Path, ...]] = {
     "fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),),
 }
 
+FASHION_MNIST_IMAGE_SIZE = (28, 28)
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -178,6 +180,14 @@ def validate_samples(images: np.ndarray, labels: np.ndarray, num_classes: int, s
         )
     if len(labels) != len(images):
         raise DataError(f"{source}: {len(labels)} labels for {len(images)} images")
+    check_label_range(labels, num_classes, source)
+
+
+def check_label_range(labels: np.ndarray, num_classes: int, source: str) -> None:
+    """DataError naming ``source`` and the first sample whose label is outside [0, num_classes).
+
+    Run on the CPU so that a bad label is reported here, not as a device-side assert in the loss.
+    """
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         i = int(bad[0])
@@ -262,6 +272,7 @@ class _ArrayUnpickler(pickle.Unpickler):
             ("numpy.core.numeric", "_frombuffer"),
             ("numpy._core.numeric", "_frombuffer"),
             ("_codecs", "encode"),  # how Python 3 protocol-2 pickles spell bytes
+            ("__builtin__", "bytes"),  # ... and empty bytes (b"", e.g. an empty array's data)
         }
     )
 
@@ -312,8 +323,11 @@ def parse_cifar_batch(batch: dict, labels_key: bytes, source: str) -> tuple[np.n
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{source}: b'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
     try:
-        labels = np.asarray(batch[labels_key], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
+        labels = np.asarray(batch[labels_key])
+        if labels.size and labels.dtype.kind not in "iu":  # floats would be truncated silently
+            raise TypeError(f"got {labels.dtype} values")
+        labels = labels.astype(np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DataError(f"{source}: {labels_key!r} is not a list of integers ({exc})") from exc
     if labels.shape != (len(data),):
         raise DataError(f"{source}: {labels.shape} labels for {len(data)} images")
@@ -379,7 +393,7 @@ def parse_idx(buf: bytes, ndim: int, source: str) -> np.ndarray:
     if len(buf) < header:
         raise DataError(f"{source}: truncated IDX header: expected {header} bytes, got {len(buf)}")
     dims = struct.unpack(f">{ndim}I", buf[4:header])
-    expected = header + int(np.prod(dims, dtype=np.int64))
+    expected = header + math.prod(dims)  # Python ints: huge header dims cannot overflow
     if len(buf) != expected:
         kind = "truncated" if len(buf) < expected else "has trailing bytes"
         raise DataError(
@@ -415,6 +429,13 @@ def _load_fashion_mnist(raw_dir: Path, download: bool) -> RawDataset:
         images_path, images, images_md5 = _read_idx(name, specs[images_file], raw_dir, download, 3)
         labels_path, labels, labels_md5 = _read_idx(name, specs[labels_file], raw_dir, download, 1)
         sources[images_file], sources[labels_file] = images_md5, labels_md5
+        if images.shape[1:] != FASHION_MNIST_IMAGE_SIZE:
+            raise DataError(
+                f"{images_path}: IDX header dims {images.shape} are not (N, 28, 28) "
+                "Fashion-MNIST images"
+            )
+        if len(images) == 0:
+            raise DataError(f"{images_path}: no samples (IDX header dims {images.shape})")
         if len(labels) != len(images):
             raise DataError(
                 f"{labels_path} has {len(labels)} labels but {images_path} has {len(images)} images"

@@ -12,6 +12,7 @@ import io
 import pickle
 import struct
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,10 +58,12 @@ def write_cifar(
     n_test: int = 20,
     seed: int = 0,
     bad_label: tuple[str, int, int] | None = None,
+    edit: Callable[[str, dict], None] | None = None,
 ) -> FakeSplits:
     """A ``cifar-10/100-python.tar.gz`` with real-format (protocol 2, bytes keys) pickles.
 
-    ``bad_label=(member, index, value)`` overwrites one label to test validation.
+    ``bad_label=(member, index, value)`` overwrites one label to test validation;
+    ``edit(member, content)`` may change any batch's dict just before it is pickled.
     """
     rng = np.random.default_rng(seed)
     if name == "cifar10":
@@ -97,6 +100,8 @@ def write_cifar(
         }
         if name == "cifar100":
             content[b"coarse_labels"] = [int(v) % 20 for v in written]
+        if edit is not None:
+            edit(member, content)
         return images, labels, _legacy_pickle(content)
 
     train_parts = [batch(m, per_batch * (1 if name == "cifar10" else 5)) for m in train_members]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,170 @@ def test_load_prepared_missing_or_inconsistent(tmp_path, fakes):
     (out / "manifest.json").unlink()
     with pytest.raises(DataError, match=r"missing .*manifest\.json"):
         load_prepared(out)
+
+
+# --------------------------------------------------------------------------- edited / half-copied
+
+
+def _resave(name, change):
+    def edit(out):
+        np.save(out / name, change(np.load(out / name)))
+
+    return edit
+
+
+def _edit_manifest(change):
+    def edit(out):
+        manifest = json.loads((out / "manifest.json").read_text())
+        change(manifest)
+        (out / "manifest.json").write_text(json.dumps(manifest))
+
+    return edit
+
+
+def _cut(name, keep):
+    def edit(out):
+        data = (out / name).read_bytes()
+        (out / name).write_bytes(data[: int(len(data) * keep)])
+
+    return edit
+
+
+def _bad_labels(labels):
+    labels = labels.copy()
+    labels[[17, 20]] = [10, -1]
+    return labels
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_resave("train_images.npy", lambda x: x[..., :1]),
+         r"train_images\.npy: expected uint8 \(360, 8, 8, 3\), got uint8 \(360, 8, 8, 1\)"),
+        (_resave("val_images.npy", lambda x: x[:, :6, :6]),
+         r"val_images\.npy: expected uint8 \(40, 8, 8, 3\), got uint8 \(40, 6, 6, 3\)"),
+        (_resave("test_images.npy", lambda x: x.astype(np.float32)),
+         r"test_images\.npy: expected uint8 \(100, 8, 8, 3\), got float32"),
+        (_resave("val_labels.npy", lambda y: y[:39]),
+         r"val_labels\.npy: expected int64 \(40,\), got int64 \(39,\)"),
+        (_resave("train_labels.npy", _bad_labels),
+         r"train_labels\.npy: sample 17 has label 10, outside \[0, 10\) \(2 bad labels in total\)"),
+        (_cut("test_images.npy", 0.5),
+         r"cannot read .*test_images\.npy \(.*\); .*dvc repro prepare"),
+        (_cut("val_labels.npy", 0.0), r"cannot read .*val_labels\.npy"),
+        (_edit_manifest(lambda m: m.update(image_shape=[8, 8, 2])),
+         r"manifest\.json: image_shape must be \[H, W, C\] with .*C in \{1, 3\}, got \[8, 8, 2\]"),
+        (_edit_manifest(lambda m: m.update(image_shape=[8, 8])), r"image_shape .*got \[8, 8\]"),
+        (_edit_manifest(lambda m: m.update(image_shape="8x8x3")), r"image_shape .*got '8x8x3'"),
+        (_edit_manifest(lambda m: m.update(num_classes=5)),
+         r"manifest\.json: classes must be a list of num_classes=5 names, got 10 names"),
+        (_edit_manifest(lambda m: m["counts"].update(val=0)),
+         r"manifest\.json: counts\['val'\] must be a positive integer \(no empty split\), got 0"),
+        (_edit_manifest(lambda m: m["counts"].pop("test")), r"counts\['test'\] .*got None"),
+        (lambda out: (out / "manifest.json").write_text("[]"),
+         r"manifest\.json is not a JSON object"),
+    ],
+    ids=["channels", "size", "float_images", "label_count", "label_range", "truncated_npy",
+         "empty_npy", "manifest_channels", "manifest_2d", "manifest_str", "num_classes",
+         "empty_split", "no_count", "manifest_list"],
+)  # fmt: skip
+def test_load_prepared_rejects_edited_or_half_copied_data(edit, message, tmp_path, fakes):
+    out = tmp_path / "prepared"
+    prepare_dataset(fakes.make_raw(), out, val_fraction=0.1, seed=0)  # 360 / 40 / 100, 8x8x3
+    edit(out)
+    with pytest.raises(DataError, match=message) as err:
+        load_prepared(out)
+    assert str(out) in str(err.value)
+    if "manifest" in message:  # the train stage reads only the manifest before building a model
+        with pytest.raises(DataError, match=message):
+            read_manifest(out)
+
+
+def test_labels_beyond_a_shrunk_class_list_name_the_sample(tmp_path, fakes):
+    """A manifest cut to 5 classes: the first label >= 5 is reported on the CPU, with its index."""
+    out = tmp_path / "prepared"
+    prepare_dataset(fakes.make_raw(), out, val_fraction=0.1, seed=0)
+    _edit_manifest(lambda m: m.update(num_classes=5, classes=m["classes"][:5]))(out)
+    labels = np.load(out / "train_labels.npy")
+    first = int(np.flatnonzero(labels >= 5)[0])
+    with pytest.raises(
+        DataError,
+        match=f"{out / 'train_labels.npy'}: sample {first} has label {labels[first]}, "
+        r"outside \[0, 5\)",
+    ):
+        load_prepared(out)
+
+
+# --------------------------------------------------------------------------- no partial outputs
+
+
+def _fail_swap(monkeypatch):
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if self.name.startswith(".prepared.tmp-"):
+            raise OSError("Device or resource busy")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+
+
+def _interrupt_second_save(monkeypatch):
+    real_save = np.save
+    calls = []
+
+    def save(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(np, "save", save)
+
+
+def _empty_test_split(raw):
+    # RawDataset refuses an empty split; force one to reach the check in _write_split, which
+    # fires after train and val are already written to the temporary directory.
+    object.__setattr__(raw, "test_images", raw.test_images[:0])
+    object.__setattr__(raw, "test_labels", raw.test_labels[:0])
+
+
+@pytest.mark.parametrize(
+    ("failure", "kwargs", "error", "message"),
+    [
+        ("none", {"val_fraction": 1.0}, ValueError, "val_fraction"),
+        ("none", {"max_train": 1}, DataError, "empty train split"),
+        ("empty_test", {}, DataError, r"test split is empty; refusing to write .*test_images"),
+        ("interrupt", {}, KeyboardInterrupt, None),
+        ("swap", {}, OSError, "Device or resource busy"),
+    ],
+    ids=["bad_argument", "empty_train", "empty_test", "interrupted_write", "failed_swap"],
+)
+@pytest.mark.parametrize("previous", [True, False], ids=["over_previous", "fresh"])
+def test_every_prepare_failure_leaves_no_partial_output(
+    failure, kwargs, error, message, previous, tmp_path, fakes, monkeypatch
+):
+    raw = fakes.make_raw()
+    out = tmp_path / "prepared"
+    if previous:
+        good = prepare_dataset(raw, out, val_fraction=0.1, seed=1)
+        before = {name: np.load(out / name) for name in FILES}
+    if failure == "empty_test":
+        _empty_test_split(raw)
+    elif failure == "interrupt":
+        _interrupt_second_save(monkeypatch)
+    elif failure == "swap":
+        _fail_swap(monkeypatch)
+
+    with pytest.raises(error, match=message):
+        prepare_dataset(raw, out, **{"val_fraction": 0.3, "seed": 2, **kwargs})
+    monkeypatch.undo()
+
+    if not previous:
+        assert list(tmp_path.iterdir()) == []
+        return
+    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # no tmp / old siblings
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, "manifest.json"])
+    assert load_prepared(out)[0] == good
+    for name, array in before.items():
+        np.testing.assert_array_equal(np.load(out / name), array)

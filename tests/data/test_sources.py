@@ -63,6 +63,45 @@ def test_label_out_of_range_names_member_and_sample(tmp_path, monkeypatch, fakes
         load_raw("cifar10", tmp_path, download=False)
 
 
+def _set(key, change):
+    def edit(content):
+        content[key] = change(content)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (_set(b"data", lambda c: c[b"data"][:, :3000]),
+         r"must be uint8 \(N, 3072\), got uint8 \(20, 3000\)"),
+        (_set(b"data", lambda c: c[b"data"].reshape(-1)), r"\(N, 3072\), got uint8 \(61440,\)"),
+        (_set(b"data", lambda c: c[b"data"].reshape(20, 3, 1024)), r"got uint8 \(20, 3, 1024\)"),
+        (_set(b"data", lambda c: c[b"data"].astype(np.float32)), r"got float32 \(20, 3072\)"),
+        (_set(b"labels", lambda c: c[b"labels"][:19]), r"\(19,\) labels for 20 images"),
+        (_set(b"labels", lambda c: [v + 0.5 for v in c[b"labels"]]), "is not a list of integers"),
+        (_set(b"labels", lambda c: [2**70] * 20), "is not a list of integers"),
+        (lambda c: c.pop(b"data"), r"missing key b'data'"),
+        (_set(b"data", lambda c: c[b"data"][:0]), "no samples"),
+    ],
+    ids=["row_length", "1d", "3d", "float", "label_count", "float_labels", "huge_label",
+         "no_data", "empty"],
+)  # fmt: skip
+def test_cifar_batch_of_wrong_shape_names_member(edit, message, tmp_path, monkeypatch, fakes):
+    def edit_batch_2(member, content):
+        if member == "data_batch_2":
+            edit(content)
+            if len(content.get(b"data", [])) == 0:
+                content[b"labels"] = []
+
+    spec = sources.FILES["cifar10"][0]
+    path = tmp_path / "cifar10" / spec.filename
+    fakes.write_cifar(path, edit=edit_batch_2)
+    fakes.trust_md5(monkeypatch, "cifar10", {spec.filename: md5_file(path)})
+    with pytest.raises(DataError, match=f"{path}::data_batch_2: .*{message}"):
+        load_raw("cifar10", tmp_path, download=False)
+
+
 def test_checksum_mismatch_names_file_and_keeps_it(tmp_path, fakes):
     spec = sources.FILES["cifar10"][0]
     fake = fakes.write_cifar(tmp_path / "cifar10" / spec.filename)
@@ -173,6 +212,35 @@ def test_fashion_truncated_idx_names_file_and_sizes(tmp_path, monkeypatch, fakes
     assert str(len(full)) in message and str(len(full) - 100) in message
 
 
+@pytest.mark.parametrize(
+    ("file", "array", "message"),
+    [
+        ("train_images", np.zeros((30, 32, 32), np.uint8),
+         r"IDX header dims \(30, 32, 32\) are not \(N, 28, 28\) Fashion-MNIST images"),
+        ("test_images", np.zeros((10, 28, 14), np.uint8), r"IDX header dims \(10, 28, 14\)"),
+        ("train_images", np.zeros((30, 784), np.uint8),
+         r"bad IDX magic number 0x00000802, expected 0x00000803 \(unsigned bytes, 3 dim"),
+        ("test_labels", np.zeros((10, 1), np.uint8),
+         r"bad IDX magic number 0x00000802, expected 0x00000801"),
+        ("test_images", np.zeros((0, 28, 28), np.uint8),
+         r"no samples \(IDX header dims \(0, 28, 28\)\)"),
+    ],
+    ids=["32x32", "28x14", "images_2d", "labels_2d", "empty"],
+)  # fmt: skip
+def test_fashion_idx_of_wrong_shape_names_file(
+    file, array, message, tmp_path, monkeypatch, fakes, no_system_dirs
+):
+    _, md5s = fakes.write_fashion(tmp_path / "fashion_mnist")
+    target = tmp_path / "fashion_mnist" / fakes.FASHION_FILES[file]
+    md5s[target.name] = fakes.write_gz(target, fakes.idx_bytes(array))
+    if file == "test_images" and len(array) == 0:  # a consistent but empty test split
+        labels = tmp_path / "fashion_mnist" / fakes.FASHION_FILES["test_labels"]
+        md5s[labels.name] = fakes.write_gz(labels, fakes.idx_bytes(np.zeros(0, np.uint8)))
+    fakes.trust_md5(monkeypatch, "fashion_mnist", md5s)
+    with pytest.raises(DataError, match=f"{target}: {message}"):
+        load_raw("fashion_mnist", tmp_path, download=False)
+
+
 def test_fashion_label_count_mismatch(tmp_path, monkeypatch, fakes, no_system_dirs):
     _, md5s = fakes.write_fashion(tmp_path / "fashion_mnist")
     target = tmp_path / "fashion_mnist" / fakes.FASHION_FILES["test_labels"]
@@ -236,6 +304,10 @@ def test_parse_idx_checks_magic_and_size(fakes):
         parse_idx(buf + b"\x00", 3, "x.idx")
     with pytest.raises(DataError, match="truncated IDX header"):
         parse_idx(buf[:9], 3, "x.idx")
+    # Header dims whose product overflows int64 are reported exactly, not wrapped around.
+    huge = buf[:4] + b"\xff" * 12
+    with pytest.raises(DataError, match=f"mean {16 + (2**32 - 1) ** 3} bytes, got 16"):
+        parse_idx(huge, 3, "x.idx")
 
 
 @pytest.mark.skipif(
