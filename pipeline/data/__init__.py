@@ -37,7 +37,8 @@ _EXPORTS = {
     "seed_transform": "transforms",
     "ArrayDataset": "datamodule",
     "PreparedDataModule": "datamodule",
-    "seed_worker_transform": "datamodule",
+    "EpochSampler": "datamodule",
+    "sample_seed": "datamodule",
 }
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "SYSTEM_DIRS",
     "ArrayDataset",
     "DataError",
+    "EpochSampler",
     "FileSpec",
     "PreparedDataModule",
     "RawDataset",
@@ -60,7 +62,7 @@ __all__ = [
     "prepare_dataset",
     "read_manifest",
     "seed_transform",
-    "seed_worker_transform",
+    "sample_seed",
     "split_train_val",
     "subset_indices",
     "validate_samples",
@@ -80,7 +82,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from pipeline.data.datamodule import ArrayDataset, PreparedDataModule, seed_worker_transform
+    from pipeline.data.datamodule import (
+        ArrayDataset,
+        EpochSampler,
+        PreparedDataModule,
+        sample_seed,
+    )
     from pipeline.data.errors import DataError
     from pipeline.data.prepare import (
         SPLITS,

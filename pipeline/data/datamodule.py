@@ -4,10 +4,12 @@ Workers only index the memory-mapped uint8 arrays and run the (geometric) albume
 pipeline; batches are ``(uint8 (B, H, W, C), int64 (B,))``. Conversion to float, resizing and
 normalisation happen on the device in the model step.
 
-Reproducibility: the train loader shuffles with a ``torch.Generator`` seeded with ``seed``; the
-DataLoader derives each worker's seed from it, and :func:`seed_worker_transform` reseeds that
-worker's copy of the augmentation pipeline from it, so workers differ and runs repeat. With
-``num_workers=0`` the pipeline seeded with ``seed`` runs in the main process.
+Reproducibility, and exact resume: the train order and every sample's augmentation are a pure
+function of ``(seed, epoch, index)``. :class:`EpochSampler` shuffles with ``seed + epoch`` (like
+``DistributedSampler``, whose rank split it inherits) and yields ``(index, sample_seed)``; the
+dataset reseeds its augmentation pipeline with ``sample_seed`` before that one sample. So a run
+resumed at epoch 7 sees the same batches as one that never stopped (no replay of epoch 0's order,
+which a loader-level ``torch.Generator`` would give), and the number of workers does not matter.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipeline.data.prepare import load_prepared, read_manifest
 from pipeline.data.transforms import (
@@ -47,7 +49,13 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``index``, or ``(index, seed)`` from :class:`EpochSampler`: reseed the augmentation
+        pipeline for this one sample."""
+        if isinstance(index, tuple):
+            index, seed = index
+            if self.transform is not None:
+                seed_transform(self.transform, seed)
         image = apply_transform(self.transform, np.array(self.images[index]))
         label = torch.tensor(int(self.labels[index]), dtype=torch.int64)
         return torch.from_numpy(np.ascontiguousarray(image)), label
@@ -79,14 +87,24 @@ class _NpyFile:
         self.path = path
 
 
-def seed_worker_transform(worker_id: int) -> None:
-    """``worker_init_fn``: reseed this worker's augmentation pipeline from its torch seed."""
-    info = get_worker_info()
-    if info is None:
-        return
-    transform = getattr(info.dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_random_state"):
-        seed_transform(transform, info.seed)
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch``."""
+    return int(np.random.SeedSequence((seed, epoch, index)).generate_state(1)[0])
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled indices for ``seed + epoch`` (this rank's share), each with its augmentation seed.
+
+    Being a ``DistributedSampler``, Lightning calls its ``set_epoch`` every epoch (also after a
+    resume) and does not replace it under DDP, where it is built with the world size and rank.
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+
+    def __iter__(self):
+        for index in super().__iter__():
+            yield index, sample_seed(self.seed, self.epoch, index)
 
 
 class PreparedDataModule(L.LightningDataModule):
@@ -161,17 +179,23 @@ class PreparedDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)
-        generator = torch.Generator().manual_seed(self.seed)
+        sampler = None
+        if shuffle:
+            trainer = self.trainer  # None outside a Trainer: one process
+            sampler = EpochSampler(
+                dataset,
+                seed=self.seed,
+                num_replicas=trainer.world_size if trainer else 1,
+                rank=trainer.global_rank if trainer else 0,
+            )
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle and len(dataset) > batch_size,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=seed_worker_transform,
-            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:
