@@ -89,6 +89,29 @@ def _write_split(directory: Path, split: str, images: np.ndarray, labels: np.nda
     np.save(directory / f"{split}_labels.npy", np.ascontiguousarray(labels, dtype=np.int64))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _clean_leftovers(out_dir: Path) -> None:
+    """Remove the temporary dirs of a prepare that was killed (SIGKILL leaves them behind); if it
+    was killed inside :func:`_swap_in`, between its two renames, put the old result back first."""
+    for path in sorted(out_dir.parent.glob(f".{out_dir.name}.*-*")):
+        kind, _, pid = path.name.removeprefix(f".{out_dir.name}.").partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out_dir.exists():
+            path.rename(out_dir)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _swap_in(tmp_dir: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` by the complete ``tmp_dir``; the old one is removed only at the end."""
     old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
@@ -156,6 +179,7 @@ def prepare_dataset(
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(out_dir)
     tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp_dir.exists():
         shutil.rmtree(tmp_dir)

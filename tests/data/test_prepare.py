@@ -367,3 +367,27 @@ def test_every_prepare_failure_leaves_no_partial_output(
     assert load_prepared(out)[0] == good
     for name, array in before.items():
         np.testing.assert_array_equal(np.load(out / name), array)
+
+
+def test_leftovers_of_a_killed_prepare_are_cleaned_or_restored(tmp_path, fakes):
+    """SIGKILL leaves temporary dirs named after the dead process; the next prepare removes them,
+    and if the kill fell between the two renames of the swap, it puts the old result back."""
+    import subprocess
+
+    raw = fakes.make_raw(train_per_class=6, test_per_class=3, shape=(8, 8, 3))
+    out = tmp_path / "prepared"
+    prepare_dataset(raw, out, val_fraction=0.2, seed=0)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    half = tmp_path / f".prepared.tmp-{dead.pid}"
+    half.mkdir()
+    (half / "train_images.npy").write_bytes(b"partial")
+    out.rename(tmp_path / f".prepared.old-{dead.pid}")  # killed mid-swap: no prepared/ now
+    mine = tmp_path / ".prepared.tmp-1"  # pid 1 is alive: another prepare's, not ours to touch
+    mine.mkdir()
+
+    from pipeline.data.prepare import _clean_leftovers
+
+    _clean_leftovers(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.tmp-1", "prepared"]
+    load_prepared(out)  # the old result, whole
