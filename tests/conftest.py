@@ -20,9 +20,8 @@ def _isolated_mlflow(tmp_path, monkeypatch):
     monkeypatch.delenv("DVC_ROOT", raising=False)
 
 
-@pytest.fixture
-def tiny_params() -> dict:
-    """The real params.yaml, shrunk: digits, a 2-block ViT, CPU, 2 epochs."""
+def make_tiny_params() -> dict:
+    """The real params.yaml, shrunk: digits, a 2-block ViT, CPU, 2 epochs (a fresh dict)."""
     root = os.path.dirname(os.path.dirname(__file__))
     with open(os.path.join(root, "params.yaml")) as f:
         p = yaml.safe_load(f)
@@ -37,3 +36,15 @@ def tiny_params() -> dict:
     pt.update(dataset="digits", max_train=400, model=dict(TINY_MODEL))
     pt["train"].update(epochs=1, batch_size=64, warmup_epochs=0.5)
     return p
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    """The real params.yaml, shrunk: digits, a 2-block ViT, CPU, 2 epochs."""
+    return make_tiny_params()
+
+
+@pytest.fixture(scope="module")
+def module_tiny_params() -> dict:
+    """``tiny_params`` for a module-scoped fixture (one dict per test module)."""
+    return make_tiny_params()

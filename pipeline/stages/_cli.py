@@ -11,10 +11,12 @@ from collections.abc import Callable
 from ..config import Params, ParamsError, load_params
 from ..data import DataError
 from ..models import CheckpointError
+from ..training.resume import ResumeError
 from ..training.tracking import TrackingError
 
 # Errors a user can fix from the message alone: no traceback, exit code 2.
-USER_ERRORS = (ParamsError, DataError, CheckpointError, TrackingError, FileNotFoundError)
+USER_ERRORS = (ParamsError, DataError, CheckpointError, TrackingError, ResumeError,
+               FileNotFoundError)
 
 
 def stage_main(

@@ -1,14 +1,16 @@
 """One training run of one variant: data, LightningModule, MLflow logger, checkpoints, Trainer.
 
 Shared by the ``train_scratch`` and ``finetune`` stages and by local pretraining. Writes
-``<out_dir>/best.ckpt``, ``last.ckpt`` and ``run.json`` (the MLflow run id, best score, timing);
-``run.json`` is written last and atomically, so its presence means the run finished.
+``<out_dir>/best.ckpt``, ``last.ckpt``, ``resume.json`` (the MLflow run and params fingerprint, at
+the start) and ``run.json`` (the MLflow run id, best score, timing); ``run.json`` is written last
+and atomically, so its presence means the run finished. An interrupted run resumes from
+``last.ckpt`` in the same MLflow run (see :mod:`pipeline.training.resume`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,9 +24,19 @@ from ..data import PreparedDataModule
 from ..models import VisionTransformer
 from .checkpoint_io import FiniteCheckpointIO
 from .module import ViTClassifier
-from .tracking import RecordFailure, check_tracking, flatten, make_logger, tracking_uri
+from .resume import Resumable, decide, fingerprint, fresh_requested
+from .tracking import (
+    RecordFailure,
+    check_tracking,
+    flatten,
+    make_logger,
+    run_exists,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
+# resume.json and a resumed run's checkpoints are meant to be in the checkpoint dir
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 MIXED = ("bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -72,10 +84,14 @@ def fit(
     logged_params: dict,
     freeze_epochs: int = 0,
     backbone_lr_scale: float = 1.0,
+    fresh: bool | None = None,
 ) -> TrainResult:
-    """Train ``model`` on the prepared data in ``data_dir``; checkpoints and run.json in ``out_dir``."""
+    """Train ``model`` on the prepared data in ``data_dir``; checkpoints and run.json in ``out_dir``.
+
+    Resumes an interrupted run of the same params from ``out_dir/last.ckpt``; ``fresh`` (default:
+    the ``PIPELINE_FRESH`` environment variable) starts afresh instead."""
     out_dir = Path(out_dir)
-    check_tracking()  # an unreachable server fails here, before any work
+    uri = check_tracking()  # an unreachable server fails here, before any work
     L.seed_everything(seed, workers=True)
     tr, opt, aug = params.train, params.train.optimizer, params.augment
     dm = PreparedDataModule(
@@ -109,22 +125,31 @@ def fit(
     precision, notice = resolve_precision(trainer_params)
     if notice:
         log.warning(notice)
-    logger = make_logger(experiment, name, stage)
+    num_params = sum(p.numel() for p in model.parameters())
+    hparams = {**flatten(logged_params), "model.num_params": num_params,
+               "precision.resolved": precision}
+    start = decide(out_dir, fingerprint(hparams),
+                   fresh=fresh_requested() if fresh is None else fresh)
+    run_id = start.run_id
+    if run_id is not None and (start.tracking_uri != uri or not run_exists(run_id, uri)):
+        log.warning("MLflow run %s (of %s) is not in %s; the resumed training logs to a new run",
+                    run_id, start.tracking_uri, uri)
+        run_id = None
+    if start.resuming:
+        log.info("%s: resuming from %s in MLflow run %s", name, start.ckpt_path, run_id)
+    logger = make_logger(experiment, name, stage, run_id=run_id,
+                         spool=out_dir / "unsent_metrics.jsonl")
     try:
-        num_params = sum(p.numel() for p in model.parameters())
-        logger.log_hyperparams(
-            {**flatten(logged_params), "model.num_params": num_params, "precision.resolved": precision}
-        )
-        if notice:
-            logger.experiment.set_tag(logger.run_id, "precision_notice", notice)
+        # the run is created (or reopened) and recorded in resume.json together, in setup
+        resumable = Resumable(start, logger, hparams, uri,
+                              tags={"precision_notice": notice} if notice else {})
         ckpt = ModelCheckpoint(
-            dirpath=out_dir,
-            filename="best",
-            monitor="val/acc",
-            mode="max",
-            save_last=True,
+            dirpath=out_dir, filename="best", monitor="val/acc", mode="max",
             enable_version_counter=False,
         )
+        # Every epoch, improved or not: Lightning 2.6's save_last=True rewrites last.ckpt only in
+        # an epoch that also saved a top-k checkpoint, so a resume would lose the epochs since.
+        last = ModelCheckpoint(dirpath=out_dir, filename="last", enable_version_counter=False)
         trainer = L.Trainer(
             max_epochs=tr.epochs,
             accelerator=resolve_accelerator(trainer_params.accelerator),
@@ -134,15 +159,22 @@ def fit(
             precision=precision,
             gradient_clip_val=tr.grad_clip,
             logger=logger,
-            callbacks=[ckpt, LearningRateMonitor(logging_interval="epoch"), RecordFailure()],
+            callbacks=[
+                ckpt,
+                last,
+                LearningRateMonitor(logging_interval="epoch"),
+                RecordFailure(),
+                resumable,
+            ],
             plugins=[FiniteCheckpointIO()],
             default_root_dir=out_dir,
             log_every_n_steps=min(50, max(1, len(dm.train_dataloader()))),
             deterministic=False,
         )
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=dm)
-        seconds = time.perf_counter() - start
+        # an explicit path or None: never Lightning's ckpt_path="last", which only warns when
+        # there is nothing to resume from
+        trainer.fit(module, datamodule=dm, ckpt_path=start.ckpt_path)
+        seconds = resumable.train_seconds()
         if not ckpt.best_model_path:
             raise RuntimeError(f"{name}: training finished without a checkpoint in {out_dir}")
         result = TrainResult(
@@ -150,7 +182,7 @@ def fit(
             experiment_id=logger.experiment_id,
             tracking_uri=tracking_uri(),
             best_ckpt=Path(ckpt.best_model_path).name,
-            last_ckpt=Path(ckpt.last_model_path).name,
+            last_ckpt=Path(last.best_model_path).name,
             best_val_acc=float(ckpt.best_model_score),
             epochs=trainer.current_epoch,
             train_seconds=seconds,
@@ -158,8 +190,10 @@ def fit(
         )
         if trainer.is_global_zero:
             logger.log_metrics({"train_seconds": seconds})
-            logger.experiment.log_artifact(logger.run_id, ckpt.best_model_path, "checkpoints")
-            atomic_write_json(out_dir / "run.json", asdict(result))
+            logger.call("logging the best checkpoint", logger.experiment.log_artifact,
+                        logger.run_id, ckpt.best_model_path, "checkpoints")
+            atomic_write_json(out_dir / "run.json", {**asdict(result),
+                                                     "tracking_outage": logger.outage})
         return result
     except BaseException as e:
         if logger.failure is None:  # failed outside trainer.fit: Lightning did not end the run

@@ -10,16 +10,23 @@ every run lands in one database; outside DVC it is the current directory. Artifa
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
 
 
 class TrackingError(RuntimeError):
@@ -94,25 +101,121 @@ def check_tracking(uri: str | None = None, timeout: float = 5.0) -> str:
                 "MLFLOW_TRACKING_URI, or unset it to track into the project's mlflow.db"
             ) from e
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
-        if not folder.is_dir():
-            raise TrackingError(f"MLflow tracking URI {uri}: directory {folder} does not exist")
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        if not db.parent.is_dir():
+            raise TrackingError(f"MLflow tracking URI {uri}: directory {db.parent} does not exist")
+        init_sqlite(uri, db)
     return uri
 
 
+def init_sqlite(uri: str, db: Path) -> None:
+    """Create or migrate the database under a file lock: two runs starting at once on a new
+    database (``dvc exp run --queue`` with two workers) would otherwise both run MLflow's schema
+    migrations and one would fail. After that SQLite serialises the writers itself."""
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    with FileLock(str(db) + ".lock", timeout=120):
+        MlflowClient(uri).search_experiments(max_results=1)
+
+
 class RunLogger(MLFlowLogger):
-    """An MLFlowLogger whose run records why it ended: on a failure the error goes into the
-    ``error`` tag, and a SIGTERM or Ctrl-C ends the run KILLED rather than FAILED."""
+    """An MLFlowLogger whose run records why it ended, and that outlives its tracking server.
+
+    - On a failure the error goes into the ``error`` tag; a SIGTERM or Ctrl-C ends the run KILLED
+      rather than FAILED.
+    - If the server stops answering mid-run (after MLflow's own retries), training goes on: the
+      logger stops calling the server, appends every metric to ``spool`` (JSON lines) instead, and
+      at the end replays them and ends the run if the server is back. Otherwise the run stays
+      RUNNING on the server and the spool file keeps the values.
+    """
 
     failure: BaseException | None = None
+    spool: Path | None = None
+    lost: str | None = None  # why the server is given up on now
+    outage: str | None = None  # the first time it was (kept after a recovery, for run.json)
 
+    def _give_up(self, what: str, err: BaseException) -> None:
+        if self.lost is None:
+            self.lost = f"{type(err).__name__}: {err}"
+            self.outage = self.outage or self.lost
+            log.warning(
+                "MLflow tracking failed while %s (%s); training continues, metrics go to %s",
+                what, self.lost, self.spool,
+            )
+
+    def _to_spool(self, record: dict[str, Any]) -> None:
+        if self.spool is not None:
+            self.spool.parent.mkdir(parents=True, exist_ok=True)
+            with self.spool.open("a") as f:
+                f.write(json.dumps(record, default=float) + "\n")
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.lost is None:
+            try:
+                return super().log_metrics(metrics, step)
+            except Exception as e:  # noqa: BLE001 - MlflowException, requests' ConnectionError
+                self._give_up("logging metrics", e)
+        self._to_spool({"step": step or 0, "time_ms": int(time.time() * 1000),
+                        "metrics": {k: float(v) for k, v in metrics.items()}})
+
+    @rank_zero_only
+    def log_hyperparams(self, params) -> None:
+        if self.lost is None:
+            try:
+                return super().log_hyperparams(params)
+            except Exception as e:  # noqa: BLE001
+                self._give_up("logging params", e)
+        self._to_spool({"params": {k: str(v) for k, v in flatten(dict(params)).items()}})
+
+    def call(self, what: str, fn, *args, **kwargs) -> bool:
+        """``fn(*args)`` against the server unless it was given up on; False if it failed."""
+        if self.lost is None:
+            try:
+                fn(*args, **kwargs)
+                return True
+            except Exception as e:  # noqa: BLE001
+                self._give_up(what, e)
+        return False
+
+    def _replay_spool(self) -> None:
+        """Send what the spool holds, now that the server answers again."""
+        from mlflow.entities import Metric
+
+        metrics = []
+        for line in self.spool.read_text().splitlines():
+            record = json.loads(line)
+            for k, v in record.get("metrics", {}).items():
+                metrics.append(Metric(k, v, record["time_ms"], record["step"]))
+        for i in range(0, len(metrics), 1000):  # MLflow's log_batch limit
+            self._mlflow_client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+        self.spool.unlink()
+
+    @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        if status == "failed" and self.failure is not None and self._initialized:
+        if not self._initialized:
+            return
+        if status == "failed" and self.failure is not None:
             err = self.failure
-            self.experiment.set_tag(self.run_id, "error", f"{type(err).__name__}: {err}"[:4000])
+            self.call("tagging the error", self.experiment.set_tag, self.run_id, "error",
+                      f"{type(err).__name__}: {err}"[:4000])
             if isinstance(err, (KeyboardInterrupt, SIGTERMException)):
                 status = "KILLED"
-        super().finalize(status)
+        if self.lost is not None and self.spool is not None and self.spool.exists():
+            try:
+                self._replay_spool()
+                log.warning("MLflow answers again: replayed the spooled metrics into run %s",
+                            self.run_id)
+                self.lost = None
+            except Exception as e:  # noqa: BLE001
+                log.warning("MLflow still unreachable (%s): run %s stays RUNNING there; its "
+                            "metrics since the outage are in %s", e, self.run_id, self.spool)
+                return
+        try:
+            super().finalize(status)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not end MLflow run %s (%s); it stays RUNNING there", self.run_id, e)
 
 
 class RecordFailure(Callback):
@@ -124,12 +227,39 @@ class RecordFailure(Callback):
                 logger.failure = exception
 
 
-def make_logger(experiment: str, run_name: str, stage: str) -> RunLogger:
-    return RunLogger(
+def make_logger(
+    experiment: str, run_name: str, stage: str, *, run_id: str | None = None,
+    spool: Path | None = None,
+) -> RunLogger:
+    """A logger for a new run, or for the existing ``run_id`` (a resumed run: set RUNNING again,
+    with a ``resumed`` count tag)."""
+    logger = RunLogger(
         experiment_name=experiment,
         run_name=run_name,
         tracking_uri=tracking_uri(),
         artifact_location=artifact_location(),
         tags=run_tags(stage, run_name),
         log_model=False,  # the best checkpoint is logged explicitly once training succeeded
+        run_id=run_id,
     )
+    logger.spool = spool
+    if run_id is not None and rank_zero_only.rank == 0:
+        client = logger.experiment
+        run = client.get_run(run_id)
+        client.update_run(run_id, status="RUNNING")
+        count = int(run.data.tags.get("resumed", "0")) + 1
+        client.set_tag(run_id, "resumed", str(count))
+        if "error" in run.data.tags:  # a resumed run is no longer failed
+            client.delete_tag(run_id, "error")
+    return logger
+
+
+def run_exists(run_id: str, uri: str | None = None) -> bool:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(uri or tracking_uri()).get_run(run_id)
+        return True
+    except MlflowException:
+        return False

@@ -1,7 +1,12 @@
 """Faults during a training run: the MLflow run never stays RUNNING or says FINISHED wrongly,
 the error is recorded, earlier checkpoints survive, an unreachable server fails fast."""
 
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import lightning as L
@@ -119,3 +124,74 @@ def test_a_successful_run_is_finished(tiny_params, digits_dir, tmp_path):
     run = _only_run()
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
     assert run.info.run_id == result.run_id and (tmp_path / "ckpt" / "run.json").exists()
+
+
+def _start_server(db, port):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            check_tracking(f"http://127.0.0.1:{port}", timeout=1)
+            return proc
+        except TrackingError:
+            assert proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.2)
+
+
+def _stop_server(proc):
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class _ServerOutage(L.Callback):
+    """Kills the tracking server after epoch 0; brings it back after epoch ``back_after``."""
+
+    def __init__(self, server, restart, back_after):
+        self.server, self.restart, self.back_after = server, restart, back_after
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            _stop_server(self.server)
+        elif trainer.current_epoch == self.back_after:
+            self.server = self.restart()
+
+
+@pytest.mark.parametrize("comes_back", [True, False], ids=["server-returns", "server-stays-down"])
+def test_tracking_server_dying_mid_run_costs_no_training(
+        tiny_params, digits_dir, tmp_path, monkeypatch, comes_back):
+    import pipeline.training.run as run_mod
+
+    port, db = _closed_port(), tmp_path / "server.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # give up at once, not in minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    outage = _ServerOutage(_start_server(db, port), lambda: _start_server(db, port),
+                           back_after=1 if comes_back else 99)
+    real_trainer = run_mod.L.Trainer
+    monkeypatch.setattr(run_mod.L, "Trainer", lambda **kw: real_trainer(
+        **{**kw, "callbacks": [*kw["callbacks"], outage]}))
+    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+                      .vit_config(num_classes=10).to_dict())
+    out = tmp_path / "ckpt"
+    try:
+        result = _run(tiny_params, digits_dir, out, model, epochs=3)  # trains to the end
+
+        done = json.loads((out / "run.json").read_text())
+        assert done["tracking_outage"].startswith("MlflowException")
+        assert torch.load(out / "last.ckpt", weights_only=True)["epoch"] == 2
+        client = mlflow.MlflowClient(f"sqlite:///{db}")  # what the server got
+        run = client.get_run(result.run_id)
+        acc = client.get_metric_history(result.run_id, "val/acc")
+        spool = out / "unsent_metrics.jsonl"
+        if comes_back:  # spooled metrics replayed, the run ended properly
+            assert run.info.status == "FINISHED" and len(acc) == 3 and not spool.exists()
+        else:  # the run stays RUNNING there; the metrics since the outage are kept locally
+            assert run.info.status == "RUNNING" and len(acc) == 1
+            records = [json.loads(line) for line in spool.read_text().splitlines()]
+            assert sum("val/acc" in r.get("metrics", {}) for r in records) == 2
+    finally:
+        if outage.server.poll() is None:
+            _stop_server(outage.server)

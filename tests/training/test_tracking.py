@@ -31,3 +31,46 @@ def test_tags_and_flatten(monkeypatch):
     assert tags["stage"] == "finetune" and tags["dvc.exp_name"] == "fuzzy-lark"
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {
         "a.b": 1, "a.c.d": [1, 2], "e": None}
+
+
+WRITER = """
+import sys, time
+from pipeline.training.tracking import check_tracking, make_logger
+name, n = sys.argv[1], int(sys.argv[2])
+while time.time() < float(sys.argv[3]):  # start together, on a database that does not exist yet
+    time.sleep(0.005)
+check_tracking()
+logger = make_logger("shared", name, "train_scratch")
+logger.log_hyperparams({"who": name})
+for step in range(n):
+    logger.log_metrics({"train/loss": step / n, "val/acc": 1 - step / n}, step=step)
+logger.finalize("success")
+print(logger.run_id)
+"""
+
+
+def test_two_writers_on_one_sqlite_db_lose_nothing(tmp_path):
+    """Two runs (``dvc exp run --queue -j 2``) writing to one new SQLite database at once: both
+    create it without a schema race, and every metric of both lands."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    go, n = time.time() + 6, 300
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, name, str(n), str(go)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("a", "b")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    client = mlflow.MlflowClient(uri)
+    for out, _ in outs:
+        run_id = out.split()[-1]
+        assert client.get_run(run_id).info.status == "FINISHED"
+        for key in ("train/loss", "val/acc"):
+            assert len(client.get_metric_history(run_id, key)) == n

@@ -1,0 +1,258 @@
+"""Interrupted training resumes: same weights and metrics as a run that never stopped, in the same
+MLflow run; a change of params starts afresh; nothing resumes silently from nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import lightning as L
+import mlflow
+import pytest
+import torch
+import yaml
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from pipeline.config import parse_params
+from pipeline.data import load_raw, prepare_dataset
+from pipeline.models import build_vit
+from pipeline.training import resume as resume_mod
+from pipeline.training.resume import STATE, ResumeError, decide
+from pipeline.training.run import fit
+from pipeline.training.tracking import tracking_uri
+from conftest import make_tiny_params
+
+# dropout and stochastic depth on, so a resume that lost the RNG state would differ
+NOISY = {"dropout": 0.1, "drop_path": 0.1}
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "prepared"
+    prepare_dataset(load_raw("digits", out.parent / "raw"), out, val_fraction=0.2, seed=0,
+                    max_train=160, max_test=40)
+    return out
+
+
+def _params(tiny_params, **train):
+    p = parse_params(tiny_params)
+    sp = p.train_scratch
+    return p, sp.model_copy(update={
+        "model": sp.model.model_copy(update=NOISY),
+        "train": sp.train.model_copy(update={"epochs": EPOCHS, "batch_size": 32, **train})})
+
+
+def _fit(tiny_params, digits_dir, out_dir, *, freeze_epochs=0, **train):
+    p, sp = _params(tiny_params, **train)
+    L.seed_everything(0)
+    model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
+    return fit(name="scratch", stage="train_scratch", model=model, params=sp,
+               trainer_params=p.base.trainer, experiment="resume", seed=0, data_dir=digits_dir,
+               out_dir=out_dir, logged_params={"train": sp.model_dump()},
+               freeze_epochs=freeze_epochs, backbone_lr_scale=0.5)
+
+
+class _SigtermAt(L.Callback):
+    """Sends this process a real SIGTERM in the middle of an epoch."""
+
+    def __init__(self, epoch: int, batch: int = 2):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _with_callback(monkeypatch, callback):
+    import pipeline.training.run as run_mod
+
+    real = L.Trainer
+    monkeypatch.setattr(run_mod.L, "Trainer", lambda **kw: real(
+        **{**kw, "callbacks": [*kw["callbacks"], callback]}))
+
+
+def _weights(ckpt):
+    return torch.load(ckpt, weights_only=True)["state_dict"]
+
+
+def _history(run_id, key):
+    client = mlflow.MlflowClient(tracking_uri())
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, digits_dir):
+    """Uninterrupted runs (scratch, and with a frozen backbone for 2 epochs) to compare with."""
+    results = {}
+    root = tmp_path_factory.mktemp("reference")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        for freeze in (0, 2):
+            out = root / f"freeze{freeze}"
+            result = _fit(make_tiny_params(), digits_dir, out, freeze_epochs=freeze)
+            results[freeze] = (_weights(out / "last.ckpt"), result.best_val_acc,
+                               _history(result.run_id, "val/acc"),
+                               _history(result.run_id, "val/loss"))
+    finally:
+        mp.undo()
+    return results
+
+
+@pytest.mark.parametrize("freeze_epochs,stop_epoch", [(0, 1), (2, 1)])
+def test_sigterm_then_resume_matches_an_uninterrupted_run(
+        tiny_params, digits_dir, tmp_path, monkeypatch, reference, freeze_epochs, stop_epoch):
+    out = tmp_path / "ckpt"
+    with monkeypatch.context() as m:
+        _with_callback(m, _SigtermAt(stop_epoch))
+        with pytest.raises(SIGTERMException):
+            _fit(tiny_params, digits_dir, out, freeze_epochs=freeze_epochs)
+    run_id = json.loads((out / STATE).read_text())["run_id"]
+    client = mlflow.MlflowClient(tracking_uri())
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert torch.load(out / "last.ckpt", weights_only=True)["epoch"] == stop_epoch - 1
+
+    result = _fit(tiny_params, digits_dir, out, freeze_epochs=freeze_epochs)
+
+    assert result.run_id == run_id  # the same MLflow run, finished now
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
+    assert "error" not in run.data.tags
+    ref_weights, ref_best, ref_acc, ref_loss = reference[freeze_epochs]
+    weights = _weights(out / "last.ckpt")
+    # CPU, fixed seed: bit-identical in practice; the tolerance allows for kernel-order noise
+    for name, value in ref_weights.items():
+        torch.testing.assert_close(weights[name], value, rtol=0, atol=1e-6, msg=name)
+    assert result.best_val_acc == pytest.approx(ref_best, abs=1e-6)
+    # one val point per epoch, as uninterrupted (the killed epoch logged no val metrics)
+    for key, ref in (("val/acc", ref_acc), ("val/loss", ref_loss)):
+        history = _history(run_id, key)
+        assert [s for s, _ in history] == [s for s, _ in ref]
+        assert [v for _, v in history] == pytest.approx([v for _, v in ref], abs=1e-6)
+
+
+def test_a_resume_without_the_rng_state_would_differ(
+        tiny_params, digits_dir, tmp_path, monkeypatch, reference):
+    """Control: the comparison above can fail; restoring all but the RNG state is not enough."""
+    out = tmp_path / "ckpt"
+    with monkeypatch.context() as m:
+        _with_callback(m, _SigtermAt(1))
+        with pytest.raises(SIGTERMException):
+            _fit(tiny_params, digits_dir, out)
+    monkeypatch.setattr(resume_mod, "set_rng_state", lambda state: None)
+    _fit(tiny_params, digits_dir, out)
+    weights, ref = _weights(out / "last.ckpt"), reference[0][0]
+    assert any(not torch.allclose(weights[k], ref[k], atol=1e-6) for k in ref)
+
+
+def test_changed_params_start_afresh_and_end_the_orphan_killed(
+        tiny_params, digits_dir, tmp_path, monkeypatch):
+    out = tmp_path / "ckpt"
+    with monkeypatch.context() as m:
+        _with_callback(m, _SigtermAt(1))
+        with pytest.raises(SIGTERMException):
+            _fit(tiny_params, digits_dir, out)
+    old = json.loads((out / STATE).read_text())["run_id"]
+    client = mlflow.MlflowClient(tracking_uri())
+    client.update_run(old, status="RUNNING")  # as a SIGKILL leaves it
+
+    result = _fit(tiny_params, digits_dir, out, epochs=2)
+
+    assert result.run_id != old
+    orphan = client.get_run(old)
+    assert orphan.info.status == "KILLED"
+    assert orphan.data.tags["error"] == "abandoned: params changed; a new run was started"
+    assert "resumed" not in client.get_run(result.run_id).data.tags
+    # the latest epoch, though val/acc need not have improved in it
+    assert torch.load(out / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_fresh_start_is_forced_with_the_env_var(tiny_params, digits_dir, tmp_path, monkeypatch):
+    out = tmp_path / "ckpt"
+    with monkeypatch.context() as m:
+        _with_callback(m, _SigtermAt(1))
+        with pytest.raises(SIGTERMException):
+            _fit(tiny_params, digits_dir, out, epochs=2)
+    old = json.loads((out / STATE).read_text())["run_id"]
+    monkeypatch.setenv("PIPELINE_FRESH", "1")
+    result = _fit(tiny_params, digits_dir, out, epochs=2)
+    assert result.run_id != old
+    assert "resumed" not in mlflow.MlflowClient(tracking_uri()).get_run(result.run_id).data.tags
+
+
+def test_decide_never_resumes_from_nothing_or_guesses(tmp_path, caplog):
+    out = tmp_path / "m"
+    assert decide(out, "fp") == resume_mod.Start(out, "fp")  # nothing there: afresh
+
+    out.mkdir()
+    (out / "last.ckpt").write_bytes(b"from somewhere")
+    with pytest.raises(ResumeError, match=f"{out} holds files but no {STATE}"):
+        decide(out, "fp")  # files of unknown origin are not resumed from, nor deleted
+    assert decide(out, "fp", fresh=True).clear
+
+    (out / STATE).write_text("{not json")
+    with pytest.raises(ResumeError, match=f"{out / STATE} is unreadable"):
+        decide(out, "fp")
+
+    state = {"fingerprint": "fp", "run_id": "r1", "tracking_uri": "sqlite:///x.db"}
+    (out / STATE).write_text(json.dumps(state))
+    start = decide(out, "fp")
+    assert start.resuming and start.run_id == "r1" and start.ckpt_path == out / "last.ckpt"
+
+    (out / "last.ckpt").unlink()  # stopped before its first checkpoint
+    start = decide(out, "fp")
+    assert not start.resuming and start.clear
+    assert start.abandon == (state, "stopped before its first checkpoint; restarted")
+    assert "nothing to resume from" in caplog.text
+
+    (out / "last.ckpt").write_bytes(b"x")
+    (out / "run.json").write_text("{}")  # finished: DVC re-runs it because something changed
+    start = decide(out, "fp")
+    assert start.clear and not start.resuming and start.abandon is None
+
+
+def _stage(tmp_path, params, *extra):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    cmd = [sys.executable, "-m", "pipeline.stages.train", "scratch", "--data", "prepared",
+           "--out", "models/scratch", *extra]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def test_sigkill_mid_epoch_then_the_stage_resumes_the_same_run(
+        tiny_params, digits_dir, tmp_path):
+    """A real SIGKILL from outside: the MLflow run is left RUNNING (nothing can end it); the next
+    start resumes it from the last epoch's checkpoint and finishes it."""
+    import shutil
+
+    shutil.copytree(digits_dir, tmp_path / "prepared")
+    tiny_params["train_scratch"]["train"].update(epochs=6, batch_size=16)
+    proc = _stage(tmp_path, tiny_params)
+    last = tmp_path / "models/scratch/last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next epoch
+    proc.kill()
+    proc.wait()
+    epoch = torch.load(last, weights_only=True)["epoch"]
+    assert epoch < 5, "the run finished before it could be killed"
+    run_id = json.loads((tmp_path / "models/scratch" / STATE).read_text())["run_id"]
+    client = mlflow.MlflowClient(tracking_uri())
+    assert client.get_run(run_id).info.status == "RUNNING"  # the orphan
+
+    second = _stage(tmp_path, tiny_params)
+    log, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, log
+    assert f"resuming from models/scratch/last.ckpt in MLflow run {run_id}" in log
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
+    assert json.loads((tmp_path / "models/scratch/run.json").read_text())["run_id"] == run_id
+    acc = client.get_metric_history(run_id, "val/acc")
+    assert sorted({m.step for m in acc}) == sorted(m.step for m in acc)  # no epoch twice
+    assert len(acc) == 6
