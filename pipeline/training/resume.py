@@ -103,7 +103,7 @@ def read_state(out_dir: Path) -> dict[str, Any] | None:
 
 
 def decide(out_dir: str | Path, fp: str, *, fresh: bool = False) -> Start:
-    """Resume or start afresh in ``out_dir`` for params with fingerprint ``fp`` (no side effects)."""
+    """Resume or start afresh in ``out_dir`` for params with fingerprint ``fp``; no side effects."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return Start(out_dir, fp)

@@ -202,11 +202,11 @@ class RunLogger(MLFlowLogger):
                       f"{type(err).__name__}: {err}"[:4000])
             if isinstance(err, (KeyboardInterrupt, SIGTERMException)):
                 status = "KILLED"
-        if self.lost is not None and self.spool is not None and self.spool.exists():
+        # also a spool left by an earlier session of a resumed run
+        if self.spool is not None and self.spool.exists():
             try:
                 self._replay_spool()
-                log.warning("MLflow answers again: replayed the spooled metrics into run %s",
-                            self.run_id)
+                log.warning("replayed the spooled metrics into MLflow run %s", self.run_id)
                 self.lost = None
             except Exception as e:  # noqa: BLE001
                 log.warning("MLflow still unreachable (%s): run %s stays RUNNING there; its "

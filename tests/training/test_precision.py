@@ -14,7 +14,6 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.config import parse_params
-from pipeline.data import load_raw, prepare_dataset
 from pipeline.models import build_vit
 from pipeline.training.run import fit, resolve_precision
 
@@ -22,15 +21,8 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=CUDA)]
 
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits") / "prepared"
-    prepare_dataset(load_raw("digits", out.parent / "raw"), out, val_fraction=0.2, seed=0,
-                    max_train=320, max_test=40)
-    return out
-
-
-def _fit(tiny_params, digits_dir, out_dir, precision, callbacks=(), epochs=4, device="cuda"):
+def _fit(tiny_params, digits_dir, out_dir, patch_trainer, precision, callbacks=(), epochs=4,
+         device="cuda"):
     p = parse_params(tiny_params)
     trainer = p.base.trainer.model_copy(update={
         "accelerator": "gpu" if device == "cuda" else "cpu", "precision": precision})
@@ -39,31 +31,24 @@ def _fit(tiny_params, digits_dir, out_dir, precision, callbacks=(), epochs=4, de
         update={"epochs": epochs, "batch_size": 32})})
     L.seed_everything(0)
     model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
-    import pipeline.training.run as run_mod
 
-    real = run_mod.L.Trainer
+    def fp16_on_cpu(kw):
+        # Lightning swaps 16-mixed for bf16 on a CPU (and resolve_precision for 32-true); its
+        # MixedPrecision plugin itself runs fp16 autocast and a GradScaler on a CPU
+        kw.pop("precision")
+        kw["plugins"] = [*kw["plugins"],
+                         MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))]
 
-    def trainer_with(**kw):
-        kw["callbacks"] = [*kw["callbacks"], *callbacks]
-        if device == "cpu" and precision == "16-mixed":
-            # Lightning swaps 16-mixed for bf16 on a CPU (and resolve_precision for 32-true);
-            # its MixedPrecision plugin itself runs fp16 autocast and a GradScaler on a CPU
-            kw.pop("precision")
-            kw["plugins"] = [*kw["plugins"],
-                             MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))]
-        return real(**kw)
-
-    run_mod.L.Trainer = trainer_with
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        patch_trainer(*callbacks, mp=mp,
+                      edit=fp16_on_cpu if (device, precision) == ("cpu", "16-mixed") else None)
         return fit(name="scratch", stage="train_scratch", model=model, params=sp,
-                   trainer_params=trainer, experiment="gpu", seed=0, data_dir=digits_dir,
+                   trainer_params=trainer, experiment="precision", seed=0, data_dir=digits_dir,
                    out_dir=out_dir, logged_params={"precision": precision})
-    finally:
-        run_mod.L.Trainer = real
 
 
 @CUDA
-def test_bf16_is_the_gpu_default(tiny_params, digits_dir, tmp_path):
+def test_bf16_is_the_gpu_default(tiny_params, digits_dir, tmp_path, patch_trainer):
     p = parse_params(tiny_params)
     trainer = p.base.trainer.model_copy(update={"accelerator": "auto"})
     assert trainer.precision == "bf16-mixed"  # params.yaml's default
@@ -78,7 +63,8 @@ def test_bf16_is_the_gpu_default(tiny_params, digits_dir, tmp_path):
             with trainer.precision_plugin.forward_context():
                 seen["dtype"] = pl_module(batch[0]).dtype
 
-    result = _fit(tiny_params, digits_dir, tmp_path / "m", "bf16-mixed", [Look()], epochs=1)
+    result = _fit(tiny_params, digits_dir, tmp_path / "m", patch_trainer, "bf16-mixed", [Look()],
+                  epochs=1)
     assert seen == {"precision": "bf16-mixed", "device": "cuda", "dtype": torch.bfloat16}
     assert 0 <= result.best_val_acc <= 1
 
@@ -94,7 +80,7 @@ class _SetScale(L.Callback):
 
 class _SigtermAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == 2 and batch_idx == 3:
+        if trainer.current_epoch == 2 and batch_idx == 1:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -107,25 +93,29 @@ class _RecordScale(L.Callback):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_fp16_loss_scaler_state_survives_a_resume(tiny_params, digits_dir, tmp_path, device):
-    ref = _fit(tiny_params, digits_dir, tmp_path / "ref", "16-mixed", [_SetScale()], device=device)
+def test_fp16_loss_scaler_state_survives_a_resume(tiny_params, digits_dir, tmp_path, patch_trainer,
+                                                  device):
+    ref = _fit(tiny_params, digits_dir, tmp_path / "ref", patch_trainer, "16-mixed", [_SetScale()],
+               device=device)
     ref_weights = torch.load(tmp_path / "ref" / "last.ckpt", weights_only=True)["state_dict"]
 
     out = tmp_path / "resumed"
     with pytest.raises(SIGTERMException):
-        _fit(tiny_params, digits_dir, out, "16-mixed", [_SetScale(), _SigtermAt()], device=device)
+        _fit(tiny_params, digits_dir, out, patch_trainer, "16-mixed", [_SetScale(), _SigtermAt()],
+             device=device)
     saved = torch.load(out / "last.ckpt", weights_only=True)
     scaler = saved["MixedPrecision"]  # Lightning's MixedPrecision plugin state: the GradScaler
     assert saved["epoch"] == 1 and scaler["scale"] <= 1024.0
 
     record = _RecordScale()
-    result = _fit(tiny_params, digits_dir, out, "16-mixed", [record], device=device)
+    result = _fit(tiny_params, digits_dir, out, patch_trainer, "16-mixed", [record], device=device)
     assert result.run_id == json.loads((out / "resume.json").read_text())["run_id"]
     assert record.at_start["scale"] == scaler["scale"]  # not GradScaler's fresh 65536
     assert record.at_start["_growth_tracker"] == scaler["_growth_tracker"]
 
     weights = torch.load(out / "last.ckpt", weights_only=True)["state_dict"]
-    diff = max((weights[k].float() - ref_weights[k].float()).abs().max().item() for k in ref_weights)
+    diff = max((weights[k].float() - ref_weights[k].float()).abs().max().item()
+               for k in ref_weights)
     name = torch.cuda.get_device_name() if device == "cuda" else "the CPU"
     print(f"\nfp16 resumed vs uninterrupted on {name}: "
           f"max abs weight diff {diff:.3g}, best val acc {result.best_val_acc:.4f} vs "
