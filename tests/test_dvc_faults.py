@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from dvc.repo import Repo
@@ -223,10 +224,21 @@ def test_killed_repro_resumes_from_the_last_checkpoint(concurrent):
         proc.wait()
         assert not (out / "run.json").exists()
         run_id = json.loads((out / "resume.json").read_text())["run_id"]
+        client = mlflow.MlflowClient(_env(ws.parent)["MLFLOW_TRACKING_URI"])
+        assert client.get_run(run_id).info.status == "RUNNING"  # the orphan a SIGKILL leaves
 
         res = _dvc(ws, "repro", TRAINING)
     finally:
         params.write_bytes(good_params)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"in MLflow run {run_id}" in res.stderr and "resuming from" in res.stderr, res.stderr
+    assert f"resuming from models/scratch/last.ckpt in MLflow run {run_id}" in res.stderr, \
+        res.stderr
     assert json.loads((out / "run.json").read_text())["run_id"] == run_id
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
+    # one val/acc per epoch; the epoch the kill interrupted may have logged it before its
+    # checkpoint was written, and then logs it again, at the same step with the same value
+    acc = {}
+    for m in client.get_metric_history(run_id, "val/acc"):
+        assert acc.setdefault(m.step, m.value) == m.value
+    assert len(acc) == 6

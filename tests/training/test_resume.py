@@ -1,18 +1,15 @@
 """Interrupted training resumes: same weights and metrics as a run that never stopped, in the same
-MLflow run; a change of params starts afresh; nothing resumes silently from nothing."""
+MLflow run; a change of params starts afresh; nothing resumes silently from nothing. (A real
+SIGKILL from outside, of the whole ``dvc repro``, is in tests/test_dvc_faults.py.)"""
 
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import lightning as L
 import mlflow
 import pytest
 import torch
-import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.config import parse_params
@@ -197,50 +194,3 @@ def test_decide_never_resumes_from_nothing_or_guesses(tmp_path, caplog):
     (out / "run.json").write_text("{}")  # finished: DVC re-runs it because something changed
     start = decide(out, "fp")
     assert start.clear and not start.resuming and start.abandon is None
-
-
-def _stage(tmp_path, params, *extra):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "-m", "pipeline.stages.train", "scratch", "--data", "prepared",
-           "--out", "models/scratch", *extra]
-    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-
-def test_sigkill_mid_epoch_then_the_stage_resumes_the_same_run(
-        tiny_params, digits_dir, tmp_path):
-    """A real SIGKILL from outside: the MLflow run is left RUNNING (nothing can end it); the next
-    start resumes it from the last epoch's checkpoint and finishes it."""
-    import shutil
-
-    shutil.copytree(digits_dir, tmp_path / "prepared")
-    tiny_params["train_scratch"]["train"].update(epochs=6, batch_size=16)
-    proc = _stage(tmp_path, tiny_params)
-    last = tmp_path / "models/scratch/last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.05)
-    time.sleep(0.3)  # into the next epoch
-    proc.kill()
-    proc.wait()
-    epoch = torch.load(last, weights_only=True)["epoch"]
-    assert epoch < 5, "the run finished before it could be killed"
-    run_id = json.loads((tmp_path / "models/scratch" / STATE).read_text())["run_id"]
-    client = mlflow.MlflowClient(tracking_uri())
-    assert client.get_run(run_id).info.status == "RUNNING"  # the orphan
-
-    second = _stage(tmp_path, tiny_params)
-    log, _ = second.communicate(timeout=300)
-    assert second.returncode == 0, log
-    assert f"resuming from models/scratch/last.ckpt in MLflow run {run_id}" in log
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
-    assert json.loads((tmp_path / "models/scratch/run.json").read_text())["run_id"] == run_id
-    # one val/acc per epoch; the epoch the kill interrupted may have logged it before its
-    # checkpoint was written, and then logs it again, at the same step with the same value
-    acc = {}
-    for m in client.get_metric_history(run_id, "val/acc"):
-        assert acc.setdefault(m.step, m.value) == m.value
-    assert len(acc) == 6

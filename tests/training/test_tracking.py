@@ -61,7 +61,7 @@ def test_two_writers_on_one_sqlite_db_lose_nothing(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    go, n = time.time() + 6, 300
+    go, n = time.time() + 6, 150
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, name, str(n), str(go)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in ("a", "b")]
