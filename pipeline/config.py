@@ -46,7 +46,7 @@ class TrainerParams(_Strict):
 
 
 class BaseParams(_Strict):
-    seed: int
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's SeedSequence and Lightning's range
     dataset: Dataset
     mlflow_experiment: Annotated[str, Field(min_length=1)]
     trainer: TrainerParams
@@ -166,6 +166,9 @@ class PretrainedParams(_Strict):
 
 class EvaluateParams(_Strict):
     batch_size: PosInt
+    # each variant is logged as an MLflow model and registered as "<registered_model>-<variant>";
+    # null: logged, not registered
+    registered_model: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None
 
 
 class Params(_Strict):

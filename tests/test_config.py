@@ -57,6 +57,10 @@ def test_missing_key_is_an_error_not_a_silent_default():
          "finetune.model: unknown ViT variant 'X/16'"),
         (lambda d: d["finetune"].update(freeze_epochs=7),
          "finetune: freeze_epochs=7 must be < train.epochs=7"),
+        (lambda d: d["base"].update(seed=-1),
+         "base.seed: Input should be greater than or equal to 0; got -1"),
+        (lambda d: d["evaluate"].update(registered_model="my model"),
+         "evaluate.registered_model: String should match pattern"),
         (lambda d: d["base"]["trainer"].update(precision="fp8"),
          "base.trainer.precision: Input should be 'bf16-mixed', '16-mixed', '32-true' or "
          "'bf16-true'; got 'fp8'"),

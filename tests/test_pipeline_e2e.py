@@ -94,6 +94,11 @@ def test_both_runs_are_in_mlflow_with_metrics(workspace):
         assert run.data.tags["stage"] in ("train_scratch", "finetune")
         assert run.data.params["model.variant"] == "Ti/16"
     assert "finetune.freeze_epochs" in latest["finetune"].data.params
+    # evaluate registered each variant's model (pt2, served by `mlflow models serve`), from the
+    # run that trained it; the finetune edit test below registers a second finetune version
+    for name in ("scratch", "finetune"):
+        version = client.get_model_version(f"vit-cifar10-{name}", "1")
+        assert client.get_run(version.run_id).info.run_name == name
 
 
 def test_second_repro_does_nothing(workspace):

@@ -3,7 +3,9 @@
 Writes per variant ``<out>/<variant>/metrics.json`` (DVC metrics: top-1, top-5, loss, parameter
 count, images/s) and ``<out>/<variant>/confusion.csv`` (one row per test image, ``actual`` and
 ``predicted``: DVC's confusion-matrix plot), plus ``<out>/comparison.md``. The test metrics and
-files are also logged into each variant's MLflow training run.
+files are also logged into each variant's MLflow training run, and the model itself as an MLflow
+model (``pt2``, preprocessing included: see :mod:`pipeline.serving`), registered as
+``<evaluate.registered_model>-<variant>`` for ``mlflow models serve``.
 
     python -m pipeline.stages.evaluate --data data/prepared \
         --variant scratch=models/scratch --variant finetune=models/finetune --out results
@@ -26,7 +28,8 @@ from ..data import load_prepared
 from ..evaluation import EvalResult, comparison_markdown, evaluate_model, load_trained
 from ..models import CheckpointError
 from ..training.run import resolve_accelerator, resolve_precision
-from ..training.tracking import tracking_uri
+from ..serving import log_serving_model
+from ..training.tracking import TrackingError, tracking_uri
 from ._cli import stage_main
 
 log = logging.getLogger("evaluate")
@@ -78,6 +81,7 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
     out = Path(args.out)
     rows: dict[str, dict] = {}
     runs: dict[str, dict] = {}
+    models = {}
     for spec in args.variant:
         name, _, model_dir = spec.partition("=")
         model_dir = Path(model_dir)
@@ -86,6 +90,7 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
             raise CheckpointError(f"no {run_file}: train the {name!r} variant first (dvc repro)")
         runs[name] = json.loads(run_file.read_text())
         model, _ = load_trained(model_dir / runs[name]["best_ckpt"])
+        models[name] = model
         res: EvalResult = evaluate_model(model, images, labels, batch_size=params.evaluate.batch_size,
                                          device=device, amp_dtype=dtype)
         variant_out = out / name
@@ -107,6 +112,21 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
     for name, metrics in rows.items():
         log_to_mlflow(runs[name], metrics, [out / name / "metrics.json",
                                             out / name / "confusion.csv", table])
+    prefix = params.evaluate.registered_model
+    for name, model in models.items():
+        # unlike the metrics above (a record of results already on disk), a registration that was
+        # asked for and failed fails the stage, so that the next dvc repro does it again
+        registered = f"{prefix}-{name}" if prefix else None
+        try:
+            info = log_serving_model(model, run_id=runs[name]["run_id"], classes=classes,
+                                     image_shape=tuple(manifest["image_shape"]),
+                                     registered_name=registered)
+        except Exception as e:
+            raise TrackingError(f"could not log the {name!r} model to MLflow ({tracking_uri()})"
+                                f"{f' as {registered!r}' if registered else ''}: {e}") from e
+        log.info("%s: MLflow model %s%s", name, info.model_uri,
+                 f", registered as {registered!r} v{info.registered_model_version}"
+                 if registered else "")
     print(table.read_text())
     return rows
 
