@@ -14,6 +14,17 @@ TINY_MODEL = {
 }
 
 
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    """128 train / 32 val / 40 test digits, 8x8 gray, prepared."""
+    from pipeline.data import load_raw, prepare_dataset
+
+    out = tmp_path_factory.mktemp("digits") / "prepared"
+    prepare_dataset(load_raw("digits", out.parent / "raw"), out, val_fraction=0.2, seed=0,
+                    max_train=160, max_test=40)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -1,0 +1,124 @@
+"""Attention rollout: where a ViT's [CLS] token looks, as a (grid, grid) map and a PNG overlay.
+
+Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020 (arXiv 2005.00928). Per
+block the attention matrix is averaged over heads, the residual connection is accounted for by
+adding the identity and renormalising rows, and the blocks are multiplied through:
+``R = Â_L ... Â_1`` with ``Â = (mean_h A_h + I) / 2``. The [CLS] row of ``R`` over the patch
+tokens, renormalised to sum to 1, is the map.
+
+The model is not changed: our attention runs through ``F.scaled_dot_product_attention``, which
+never materialises the attention matrix, so a forward hook on each block's ``attn.qkv`` Linear
+captures q and k and recomputes ``softmax(q k^T * scale)`` (in float32) on the side.
+
+    >>> from pipeline.predict import Predictor, load_image
+    >>> p = Predictor.load("models/finetune/best.ckpt")
+    >>> mask = p.explain("cat.png")              # (grid, grid), sums to 1
+    >>> overlay(load_image("cat.png"), mask).save("cat_attention.png")
+
+or ``python -m pipeline.predict --model ... --explain OUT_DIR PATH...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+
+class AttentionRecorder:
+    """Context manager: while active, every forward of ``model`` appends each block's
+    head-averaged attention, (B, N, N) float32 with N = 1 + patches, to ``attentions``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        blocks = getattr(model, "blocks", None)
+        if blocks is None or not all(hasattr(b, "attn") and hasattr(b.attn, "qkv") for b in blocks):
+            raise TypeError("attention rollout needs a ViT whose blocks have attn.qkv")
+        self.model = model
+        self.attentions: list[torch.Tensor] = []
+        self._handles: list = []
+
+    def _hook(self, attn: nn.Module):
+        num_heads, head_dim = attn.num_heads, attn.head_dim
+        scale = getattr(attn, "scale", head_dim**-0.5)  # what F.scaled_dot_product_attention uses
+
+        def hook(_module, _inputs, qkv: torch.Tensor) -> None:
+            B, N, _ = qkv.shape
+            qkv = qkv.detach().float().reshape(B, N, 3, num_heads, head_dim)
+            q, k = qkv.permute(2, 0, 3, 1, 4)[:2]  # 2 x (B, nh, N, hd)
+            with torch.autocast(qkv.device.type, enabled=False):  # float32 under bf16 autocast
+                a = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)  # (B, nh, N, N)
+            self.attentions.append(a.mean(dim=1))  # (B, N, N)
+
+        return hook
+
+    def __enter__(self) -> AttentionRecorder:
+        self.attentions.clear()
+        for block in self.model.blocks:
+            self._handles.append(block.attn.qkv.register_forward_hook(self._hook(block.attn)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+
+def attention_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-block head-averaged attentions, each (B, N, N), first block first -> (B, grid, grid)
+    [CLS] rollout over the patches, each map summing to 1."""
+    if not attentions:
+        raise ValueError("no attention matrices: did the forward pass run inside the recorder?")
+    B, N, _ = attentions[0].shape
+    grid = int(round((N - 1) ** 0.5))
+    if grid * grid != N - 1:
+        raise ValueError(f"{N} tokens are not [CLS] + a square grid of patches")
+    eye = torch.eye(N, device=attentions[0].device)
+    rollout = eye.expand(B, N, N)
+    for a in attentions:
+        a = a.float() + eye  # the residual connection
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a @ rollout  # (B, N, N): later blocks on the left
+    cls = rollout[:, 0, 1:]  # (B, N - 1): how much [CLS] draws from each patch
+    cls = cls / cls.sum(dim=-1, keepdim=True)
+    return cls.reshape(B, grid, grid)
+
+
+@torch.no_grad()
+def rollout(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, classes), rollout (B, grid, grid)) for a preprocessed batch ``x``."""
+    with AttentionRecorder(model) as rec:
+        logits = model(x)
+    return logits, attention_rollout(rec.attentions)
+
+
+def _colorize(heat: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) float RGB in [0, 1]: matplotlib's ``jet`` if installed,
+    else black -> red."""
+    try:
+        from matplotlib import colormaps
+    except ImportError:
+        return np.stack([heat, np.zeros_like(heat), np.zeros_like(heat)], axis=-1)
+    return colormaps["jet"](heat)[..., :3]
+
+
+def overlay(image: Image.Image | np.ndarray, mask: np.ndarray | torch.Tensor, *,
+            alpha: float = 0.5) -> Image.Image:
+    """The (grid, grid) ``mask`` upsampled (bicubic) to the image's size, scaled to [0, 1] by its
+    maximum, coloured and blended over ``image`` (PIL, or uint8 HW / HWC) with weight ``alpha``.
+    Returns an RGB image of the image's size."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))
+    if m.ndim != 2:
+        raise ValueError(f"expected a (grid, grid) mask, got shape {tuple(m.shape)}")
+    W, H = image.size
+    heat = torch.nn.functional.interpolate(m[None, None], size=(H, W), mode="bicubic",
+                                           align_corners=False)[0, 0].clamp_(min=0)
+    heat = (heat / heat.max().clamp(min=1e-12)).numpy()
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    out = (1.0 - alpha) * rgb + alpha * _colorize(heat)
+    return Image.fromarray(np.rint(out * 255.0).clip(0, 255).astype(np.uint8))
