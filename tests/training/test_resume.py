@@ -54,6 +54,15 @@ class _SigtermAt(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer, stop_epoch=1, **kw):
+    """Train until a SIGTERM in the middle of ``stop_epoch``; the MLflow run id it left."""
+    with monkeypatch.context() as m:
+        patch_trainer(_SigtermAt(stop_epoch), mp=m)
+        with pytest.raises(SIGTERMException):
+            _fit(tiny_params, digits_dir, out, **kw)
+    return json.loads((out / STATE).read_text())["run_id"]
+
+
 def _weights(ckpt):
     return torch.load(ckpt, weights_only=True)["state_dict"]
 
@@ -87,11 +96,8 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(
         tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer, reference, freeze_epochs,
         stop_epoch):
     out = tmp_path / "ckpt"
-    with monkeypatch.context() as m:
-        patch_trainer(_SigtermAt(stop_epoch), mp=m)
-        with pytest.raises(SIGTERMException):
-            _fit(tiny_params, digits_dir, out, freeze_epochs=freeze_epochs)
-    run_id = json.loads((out / STATE).read_text())["run_id"]
+    run_id = _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer, stop_epoch,
+                        freeze_epochs=freeze_epochs)
     client = mlflow.MlflowClient(tracking_uri())
     assert client.get_run(run_id).info.status == "KILLED"
     assert torch.load(out / "last.ckpt", weights_only=True)["epoch"] == stop_epoch - 1
@@ -119,10 +125,7 @@ def test_a_resume_without_the_rng_state_would_differ(
         tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer, reference):
     """Control: the comparison above can fail; restoring all but the RNG state is not enough."""
     out = tmp_path / "ckpt"
-    with monkeypatch.context() as m:
-        patch_trainer(_SigtermAt(1), mp=m)
-        with pytest.raises(SIGTERMException):
-            _fit(tiny_params, digits_dir, out)
+    _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer)
     monkeypatch.setattr(resume_mod, "set_rng_state", lambda state: None)
     _fit(tiny_params, digits_dir, out)
     weights, ref = _weights(out / "last.ckpt"), reference[0][0]
@@ -132,11 +135,7 @@ def test_a_resume_without_the_rng_state_would_differ(
 def test_changed_params_start_afresh_and_end_the_orphan_killed(
         tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer):
     out = tmp_path / "ckpt"
-    with monkeypatch.context() as m:
-        patch_trainer(_SigtermAt(1), mp=m)
-        with pytest.raises(SIGTERMException):
-            _fit(tiny_params, digits_dir, out)
-    old = json.loads((out / STATE).read_text())["run_id"]
+    old = _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer)
     client = mlflow.MlflowClient(tracking_uri())
     client.update_run(old, status="RUNNING")  # as a SIGKILL leaves it
 
@@ -154,11 +153,7 @@ def test_changed_params_start_afresh_and_end_the_orphan_killed(
 def test_fresh_start_is_forced_with_the_env_var(
         tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer):
     out = tmp_path / "ckpt"
-    with monkeypatch.context() as m:
-        patch_trainer(_SigtermAt(1), mp=m)
-        with pytest.raises(SIGTERMException):
-            _fit(tiny_params, digits_dir, out, epochs=2)
-    old = json.loads((out / STATE).read_text())["run_id"]
+    old = _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer, epochs=2)
     monkeypatch.setenv("PIPELINE_FRESH", "1")
     result = _fit(tiny_params, digits_dir, out, epochs=2)
     assert result.run_id != old
