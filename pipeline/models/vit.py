@@ -39,7 +39,7 @@ class ViTConfig:
     dropout: float = 0.0  # on embeddings, attention output projection and MLP
     attn_dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth rate of the last block (linear from 0)
-    layer_norm_eps: float = 1e-6
+    layer_norm_eps: float = 1e-6  # timm / torchvision / big_vision; transformers' ViT uses 1e-12
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
@@ -58,6 +58,8 @@ class ViTConfig:
         for name in ("dropout", "attn_dropout", "drop_path"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.layer_norm_eps < 1.0:
+            raise ValueError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps}")
 
     @property
     def grid_size(self) -> int:

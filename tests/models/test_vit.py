@@ -80,6 +80,7 @@ def test_stochastic_depth_only_in_training():
         (dict(embed_dim=100, num_heads=3), "embed_dim=100 is not divisible by num_heads=3"),
         (dict(drop_path=1.0), "drop_path must be in [0, 1)"),
         (dict(depth=0), "depth must be >= 1"),
+        (dict(layer_norm_eps=0.0), "layer_norm_eps must be in (0, 1), got 0.0"),
     ],
 )
 def test_bad_configs_fail_early_with_a_message(kwargs, message):
