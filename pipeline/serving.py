@@ -19,6 +19,7 @@ from torch import nn
 
 from .models import VisionTransformer
 from .training.preprocess import DevicePreprocess
+from .training.tracking import tracking_uri
 
 
 class ServingModel(nn.Module):
@@ -55,6 +56,11 @@ def log_serving_model(
     with torch.no_grad():
         output = serving(torch.from_numpy(example)).numpy()
     signature = mlflow.models.infer_signature(example, output)
+    # the fluent API below uses the process-wide URIs, which another MLflow user in this process
+    # (Lightning's MLFlowLogger sets it) may have pointed elsewhere
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     with mlflow.start_run(run_id=run_id):
         return mlflow.pytorch.log_model(
             serving,
