@@ -1,5 +1,9 @@
 """Stage CLIs: bad input stops the stage with one clear line (exit 2) before work or deletion."""
 
+import contextlib
+import io
+import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +19,27 @@ from pipeline.models import CheckpointError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _stage(tmp_path, module, *args, params: dict):
+def _stage(tmp_path, module, *args, params: dict, in_process: bool = True):
+    """Run ``python -m pipeline.stages.<module> ARGS`` in ``tmp_path``: in this process (the same
+    ``__main__`` code path, without paying the imports again) or as a real subprocess."""
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    if not in_process:
+        return subprocess.run([sys.executable, "-m", f"pipeline.stages.{module}", *args],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out, err, cwd, argv = io.StringIO(), io.StringIO(), os.getcwd(), sys.argv
+    code = 0
+    try:
+        os.chdir(tmp_path)
+        sys.argv = [f"pipeline.stages.{module}", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_module(f"pipeline.stages.{module}", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_params_typo_stops_before_anything_is_touched(tmp_path, tiny_params):
@@ -27,7 +47,8 @@ def test_params_typo_stops_before_anything_is_touched(tmp_path, tiny_params):
     out = tmp_path / "data" / "prepared"
     out.mkdir(parents=True)
     (out / "keep.txt").write_text("earlier results")
-    res = _stage(tmp_path, "prepare", "--out", "data/prepared", params=tiny_params)
+    res = _stage(tmp_path, "prepare", "--out", "data/prepared", params=tiny_params,
+                 in_process=False)  # one real process: the CLI's exit code and stderr
     assert res.returncode == 2
     assert "prepare.max_trian: unknown key (typo?); value 10" in res.stderr
     assert "Traceback" not in res.stderr
