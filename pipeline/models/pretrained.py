@@ -227,17 +227,11 @@ def save_checkpoint(model: VisionTransformer, path: str | Path) -> Path:
     """Write the weights as timm-format safetensors (our names are timm's), atomically,
     with the model config as metadata."""
     import json
-    import os
 
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    from ..atomic import atomic_write
+
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    try:
-        save_file(state, str(tmp), metadata={"vit_config": json.dumps(model.cfg.to_dict())})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    metadata = {"vit_config": json.dumps(model.cfg.to_dict())}
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))

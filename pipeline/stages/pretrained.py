@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import lightning as L
 
 from safetensors.torch import save_file
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write, atomic_write_json
 from ..config import Params
 from ..data import load_raw, prepare_dataset
 from ..data.prepare import MANIFEST
@@ -78,13 +77,8 @@ def run(params: Params, args: argparse.Namespace) -> Path:
     # Fail now, not an hour in, if the weights do not fit the fine-tuning architecture
     # (the head is replaced anyway, so its class count does not matter here).
     timm_to_ours(state, params.finetune.model.vit_config(num_classes=1))
-    target = out / "model.safetensors"
-    tmp = out / f".{target.name}.tmp-{os.getpid()}"
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    state = {k: v.contiguous() for k, v in state.items()}
+    target = atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
     atomic_write_json(out / "info.json", {"source": pt.source, "from": source,
                                           "file": target.name})
     log.info("pretrained weights (%s) in %s", source, target)
