@@ -5,12 +5,19 @@ out-of-range value stops the stage before any download, compute or deletion, wit
 the key path, the value and what is allowed. ``dvc exp run -S key=value`` edits ``params.yaml``
 before the stage runs, so the same check covers it.
 
+Variants: ``scratch`` and ``finetune`` map a variant name to its recipe, ``pretrained`` maps a
+name to a weights source that fine-tune variants point at. ``dvc.yaml`` expands them with
+``foreach`` (one stage per variant); names are unique across both and become the checkpoint dir
+``models/<name>``, the MLflow run name and the result dir.
+
     >>> params = load_params("params.yaml")
-    >>> params.finetune.train.optimizer.lr
+    >>> params.finetune["finetune_b16"].train.optimizer.lr
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +31,9 @@ Dataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits"]
 PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+NonNegFloat = Annotated[float, Field(ge=0.0)]
+# a checkpoint dir, a DVC stage suffix, an MLflow run name and a registered-model suffix
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)]
 
 
 class ParamsError(ValueError):
@@ -109,6 +119,9 @@ class TrainParams(_Strict):
     label_smoothing: Fraction
     grad_clip: Annotated[float, Field(gt=0.0)] | None  # global norm; null = off
     optimizer: OptimizerParams
+    # EMA of the weights (Lightning's EMAWeightAveraging), used for validation and saved in the
+    # checkpoints; null = off
+    ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] | None
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainParams:
@@ -117,9 +130,23 @@ class TrainParams(_Strict):
         return self
 
 
+class RandAugmentParams(_Strict):
+    """RandAugment (Cubuk et al. 2020): ``num_ops`` random ops per image at one ``magnitude``."""
+
+    num_ops: Annotated[int, Field(ge=1, le=14)]
+    magnitude: Annotated[float, Field(ge=0.0, le=30.0)]  # 0-30 scale; 9-10 is the usual one
+
+
 class AugmentParams(_Strict):
     crop_padding: NonNegInt  # pad-and-random-crop on the small uint8 image
     hflip: bool
+    randaugment: RandAugmentParams | None  # CPU side, albumentations; null = off
+    erasing: Fraction  # random-erasing probability (Zhong et al. 2020), CPU side
+    # on the device, per batch: Mixup (Beta(a, a) blend) or CutMix (Beta(a, a) box); 0 = off;
+    # with both on, each batch takes one of them at random
+    mixup_alpha: NonNegFloat
+    cutmix_alpha: NonNegFloat
+    mix_prob: Annotated[float, Field(ge=0.0, le=1.0)]  # fraction of batches mixed
 
 
 class StageParams(_Strict):
@@ -129,6 +156,7 @@ class StageParams(_Strict):
 
 
 class FinetuneParams(StageParams):
+    pretrained: Name  # a key of the `pretrained` section: the weights this variant starts from
     freeze_epochs: NonNegInt  # backbone frozen (head only) for this many epochs
     backbone_lr_scale: Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -150,15 +178,18 @@ class PretrainParams(StageParams):
 
 
 class PretrainedParams(_Strict):
+    """One weights source; only the key its ``source`` needs is given."""
+
     source: Literal["hub", "file", "train"]
-    hub_id: str
-    path: str | None  # source: file
-    pretrain: PretrainParams  # source: train
+    hub_id: str | None = None  # source: hub
+    path: str | None = None  # source: file
+    pretrain: PretrainParams | None = None  # source: train
 
     @model_validator(mode="after")
     def _source_complete(self) -> PretrainedParams:
-        if self.source == "file" and not self.path:
-            raise ValueError("source 'file' needs pretrained.path")
+        need = {"hub": "hub_id", "file": "path", "train": "pretrain"}[self.source]
+        if getattr(self, need) is None:
+            raise ValueError(f"source {self.source!r} needs {need}")
         if self.source == "hub" and self.hub_id.count("/") != 1:
             raise ValueError(f"hub_id {self.hub_id!r} is not of the form owner/name")
         return self
@@ -174,10 +205,45 @@ class EvaluateParams(_Strict):
 class Params(_Strict):
     base: BaseParams
     prepare: PrepareParams
-    pretrained: PretrainedParams
-    train_scratch: StageParams
-    finetune: FinetuneParams
+    pretrained: dict[Name, PretrainedParams]
+    scratch: dict[Name, StageParams]  # variants trained from random initialisation
+    finetune: dict[Name, FinetuneParams]  # variants fine-tuned from `pretrained` weights
     evaluate: EvaluateParams
+
+    @model_validator(mode="after")
+    def _variants(self) -> Params:
+        both = set(self.scratch) & set(self.finetune)
+        if both:
+            raise ValueError(f"variant names must be unique; in scratch and finetune: {sorted(both)}")
+        if not self.scratch and not self.finetune:
+            raise ValueError("no variants: scratch and finetune are both empty")
+        if "pretrained" in self.scratch or "pretrained" in self.finetune:
+            raise ValueError("'pretrained' is reserved (models/pretrained holds the weights)")
+        for name, v in self.finetune.items():
+            if v.pretrained not in self.pretrained:
+                raise ValueError(f"finetune.{name}.pretrained: {v.pretrained!r} is not a key of "
+                                 f"pretrained ({sorted(self.pretrained)})")
+        return self
+
+    def variant(self, name: str) -> tuple[str, StageParams]:
+        """``("scratch" | "finetune", its params)``; ParamsError names the known variants."""
+        if name in self.scratch:
+            return "scratch", self.scratch[name]
+        if name in self.finetune:
+            return "finetune", self.finetune[name]
+        raise ParamsError(f"no variant {name!r} in params (scratch: {sorted(self.scratch)}, "
+                       f"finetune: {sorted(self.finetune)})")
+
+    @property
+    def variants(self) -> list[str]:
+        """Every variant, scratch ones first, in params order."""
+        return [*self.scratch, *self.finetune]
+
+    def group_key(self) -> str:
+        """What one comparison is made of: everything the trained models depend on (not how they
+        are evaluated). The MLflow parent run of the variants' runs is keyed by it."""
+        data = self.model_dump(include={"base", "prepare", "pretrained", "scratch", "finetune"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _format(err: ValidationError, source: str) -> str:

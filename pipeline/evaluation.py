@@ -1,8 +1,9 @@
-"""Evaluate trained variants on the test split and compare them.
+"""Evaluate trained variants on the test split.
 
 ``load_trained`` rebuilds a model from a Lightning checkpoint alone (its config travels in the
 hyperparameters); ``evaluate_model`` returns top-1 / top-5 / loss / images-per-second and the
-predictions; ``comparison_markdown`` renders the side-by-side table.
+test probabilities; ``forward_gflops`` counts a forward pass with torch's own FLOP counter. The
+side-by-side report is :mod:`pipeline.report`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ class EvalResult:
     loss: float
     images_per_s: float
     num_params: int
-    predictions: np.ndarray  # (N,) predicted class indices
+    probs: np.ndarray  # (N, K) float32 softmax probabilities
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """(N,) predicted class indices."""
+        return self.probs.argmax(-1)
 
 
 @torch.no_grad()
@@ -87,26 +93,19 @@ def evaluate_model(
         loss=F.cross_entropy(all_logits, y).item(),
         images_per_s=timed / seconds if seconds > 0 else float("nan"),
         num_params=sum(p.numel() for p in model.parameters()),
-        predictions=all_logits.argmax(-1).numpy(),
+        probs=all_logits.softmax(-1).numpy().astype(np.float32),
     )
 
 
-def comparison_markdown(rows: dict[str, dict], dataset: str) -> str:
-    """Side-by-side table of the variants' metrics (``rows``: name -> metrics.json content)."""
-    lines = [
-        f"# ViT from scratch vs pretrained: {dataset} test split",
-        "",
-        "| variant | model | top-1 | top-5 | loss | params | images/s | best val top-1 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, m in rows.items():
-        lines.append(
-            f"| {name} | {m['model']} | {100 * m['top1']:.2f}% | {100 * m['top5']:.2f}% | "
-            f"{m['loss']:.4f} | {m['num_params'] / 1e6:.2f}M | {m['images_per_s']:.0f} | "
-            f"{100 * m['best_val_acc']:.2f}% |"
-        )
-    if len(rows) >= 2:
-        names = list(rows)
-        base, other = rows[names[0]]["top1"], rows[names[-1]]["top1"]
-        lines += ["", f"{names[-1]} - {names[0]}: {100 * (other - base):+.2f} points top-1."]
-    return "\n".join(lines) + "\n"
+def forward_gflops(model: VisionTransformer) -> float:
+    """GFLOPs of one forward pass of one image (a multiply-add counts 2), by
+    ``torch.utils.flop_counter`` on the model's own input size; the preprocessing is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = model.cfg
+    x = torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size,
+                    device=next(model.parameters()).device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() / 1e9

@@ -1,5 +1,6 @@
 """Shared fixtures: every test runs offline, on the CPU, with MLflow in a temporary database."""
 
+import copy
 import os
 
 import pytest
@@ -32,20 +33,27 @@ def _isolated_mlflow(tmp_path, monkeypatch):
 
 
 def make_tiny_params() -> dict:
-    """The real params.yaml, shrunk: digits, a 2-block ViT, CPU, 2 epochs (a fresh dict)."""
+    """The real params.yaml, shrunk: digits, CPU, one 2-block-ViT variant of each kind (the
+    ``scratch_ti4`` and ``finetune_b16`` recipes, as ``scratch`` and ``finetune``) trained for 2
+    epochs, and its pretrained weights (``tiny``) pretrained here for 1 epoch (a fresh dict)."""
     root = os.path.dirname(os.path.dirname(__file__))
     with open(os.path.join(root, "params.yaml")) as f:
         p = yaml.safe_load(f)
     p["base"].update(dataset="digits", mlflow_experiment="tests")
     p["base"]["trainer"].update(accelerator="cpu", num_workers=0)
     p["prepare"].update(val_fraction=0.1)
-    for section in ("train_scratch", "finetune"):
-        p[section]["model"] = dict(TINY_MODEL)
-        p[section]["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5)
-    p["pretrained"].update(source="train")
-    pt = p["pretrained"]["pretrain"]
-    pt.update(dataset="digits", max_train=400, model=dict(TINY_MODEL))
-    pt["train"].update(epochs=1, batch_size=64, warmup_epochs=0.5)
+    scratch, finetune = p["scratch"]["scratch_ti4"], p["finetune"]["finetune_b16"]
+    for v in (scratch, finetune):
+        v["model"] = dict(TINY_MODEL)
+        v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5)
+    scratch["augment"].update(crop_padding=1)  # 8 px digits
+    finetune.update(pretrained="tiny")
+    pretrain = {"dataset": "digits", "val_fraction": 0.1, "max_train": 400,
+                "model": dict(TINY_MODEL), "train": copy.deepcopy(scratch["train"]),
+                "augment": copy.deepcopy(scratch["augment"])}
+    pretrain["train"].update(epochs=1)
+    p["pretrained"] = {"tiny": {"source": "train", "pretrain": pretrain}}
+    p["scratch"], p["finetune"] = {"scratch": scratch}, {"finetune": finetune}
     return p
 
 

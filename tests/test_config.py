@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("name", ["params.yaml", "params.quick.yaml"])
 def test_shipped_params_files_are_valid(name):
     params = load_params(ROOT / name)
-    for section in (params.train_scratch, params.finetune, params.pretrained.pretrain):
+    sections = [*params.scratch.values(), *params.finetune.values(),
+                *(p.pretrain for p in params.pretrained.values() if p.pretrain is not None)]
+    assert len(params.variants) >= 2
+    for section in sections:
         section.model.vit_config(num_classes=10)  # buildable
 
 
@@ -32,31 +35,33 @@ def _error(mutate) -> str:
 
 
 def test_unknown_key_is_a_typo_error_with_its_path():
-    msg = _error(lambda d: d["finetune"]["train"].update(epcohs=3))
-    assert "finetune.train.epcohs: unknown key (typo?); value 3" in msg
+    msg = _error(lambda d: d["finetune"]["finetune_b16"]["train"].update(epcohs=3))
+    assert "finetune.finetune_b16.train.epcohs: unknown key (typo?); value 3" in msg
 
 
 def test_missing_key_is_an_error_not_a_silent_default():
-    msg = _error(lambda d: d["finetune"].pop("freeze_epochs"))
-    assert "finetune.freeze_epochs: Field required" in msg
+    msg = _error(lambda d: d["finetune"]["finetune_b16"].pop("freeze_epochs"))
+    assert "finetune.finetune_b16.freeze_epochs: Field required" in msg
 
 
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d["finetune"]["train"]["optimizer"].update(lr=-0.1),
-         "finetune.train.optimizer.lr: Input should be greater than 0; got -0.1"),
+        (lambda d: d["finetune"]["finetune_b16"]["train"]["optimizer"].update(lr=-0.1),
+         "finetune.finetune_b16.train.optimizer.lr: Input should be greater than 0; got -0.1"),
         (lambda d: d["base"].update(dataset="mnist"),
          "base.dataset: Input should be 'cifar10', 'cifar100', 'fashion_mnist' or 'digits'; "
          "got 'mnist'"),
-        (lambda d: d["train_scratch"]["model"].update(img_size=30),
-         "train_scratch.model: img_size=30 is not divisible by patch_size=4"),
-        (lambda d: d["train_scratch"]["model"].update(num_heads=5),
-         "train_scratch.model: embed_dim=192 is not divisible by num_heads=5"),
-        (lambda d: d["finetune"]["model"].update(variant="X/16"),
-         "finetune.model: unknown ViT variant 'X/16'"),
-        (lambda d: d["finetune"].update(freeze_epochs=7),
-         "finetune: freeze_epochs=7 must be < train.epochs=7"),
+        (lambda d: d["scratch"]["scratch_ti4"]["model"].update(img_size=30),
+         "scratch.scratch_ti4.model: img_size=30 is not divisible by patch_size=4"),
+        (lambda d: d["scratch"]["scratch_ti4"]["model"].update(variant="custom", patch_size=4,
+                                                                 embed_dim=192, depth=2,
+                                                                 num_heads=5),
+         "scratch.scratch_ti4.model: embed_dim=192 is not divisible by num_heads=5"),
+        (lambda d: d["finetune"]["finetune_b16"]["model"].update(variant="X/16"),
+         "finetune.finetune_b16.model: unknown ViT variant 'X/16'"),
+        (lambda d: d["finetune"]["finetune_b16"].update(freeze_epochs=10),
+         "finetune.finetune_b16: freeze_epochs=10 must be < train.epochs=10"),
         (lambda d: d["base"].update(seed=-1),
          "base.seed: Input should be greater than or equal to 0; got -1"),
         (lambda d: d["evaluate"].update(registered_model="my model"),
@@ -64,8 +69,23 @@ def test_missing_key_is_an_error_not_a_silent_default():
         (lambda d: d["base"]["trainer"].update(precision="fp8"),
          "base.trainer.precision: Input should be 'bf16-mixed', '16-mixed', '32-true' or "
          "'bf16-true'; got 'fp8'"),
-        (lambda d: d["pretrained"].update(source="file"),
-         "pretrained: source 'file' needs pretrained.path"),
+        (lambda d: d["pretrained"]["b16_in21k"].update(source="file"),
+         "pretrained.b16_in21k: source 'file' needs path"),
+        (lambda d: d["pretrained"]["b16_in21k"].update(pretrain={"dataset": "digits"}),
+         "pretrained.b16_in21k.pretrain.val_fraction: Field required"),
+        (lambda d: d["finetune"]["finetune_b16"].update(pretrained="b16_in1k"),
+         "finetune.finetune_b16.pretrained: 'b16_in1k' is not a key of pretrained "
+         "(['b16_in21k', 's16_in21k'])"),
+        (lambda d: d["finetune"].update(scratch_ti4=d["finetune"]["finetune_b16"]),
+         "variant names must be unique; in scratch and finetune: ['scratch_ti4']"),
+        (lambda d: d["scratch"].update({"ti 4": d["scratch"]["scratch_ti4"]}),
+         "scratch.ti 4.[key]: String should match pattern"),
+        (lambda d: d["scratch"]["scratch_ti4"]["augment"].update(randaugment={"num_ops": 2}),
+         "scratch.scratch_ti4.augment.randaugment.magnitude: Field required"),
+        (lambda d: d["scratch"]["scratch_ti4"]["train"].update(ema_decay=1.0),
+         "scratch.scratch_ti4.train.ema_decay: Input should be less than 1"),
+        (lambda d: d.update(scratch={}, finetune={}),
+         "no variants: scratch and finetune are both empty"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(mutate, expected):
@@ -88,3 +108,20 @@ def test_unreadable_files(tmp_path):
     bad.write_text("base: [unclosed")
     with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
         load_params(bad)
+
+
+def test_variant_lookup_names_the_known_variants():
+    params = load_params(ROOT / "params.yaml")
+    assert params.variant("finetune_b16")[0] == "finetune"
+    assert params.variants == ["scratch_ti4", "scratch_s4", "finetune_s16", "finetune_b16"]
+    with pytest.raises(ParamsError, match=r"no variant 'b16'.*finetune: \['finetune_b16'"):
+        params.variant("b16")
+
+
+def test_group_key_follows_training_params_not_evaluation():
+    data = _real()
+    key = parse_params(data).group_key()
+    data["evaluate"]["batch_size"] = 64
+    assert parse_params(data).group_key() == key
+    data["scratch"]["scratch_s4"]["train"]["epochs"] = 30
+    assert parse_params(data).group_key() != key

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 # The first repro runs prepare, then train_scratch. It is caught while train_scratch runs and
 # holds a read lock on data/prepared, so a second full repro is refused at its first stage
 # (prepare, which writes data/prepared).
-TRAINING = "train_scratch"
+TRAINING = "train_scratch@scratch"
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
@@ -54,7 +54,7 @@ def _dvc(ws: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProc
 
 
 def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
+    return re.findall(r"Running stage '([\w@-]+)'", output)
 
 
 def _digests(directory: Path) -> dict[str, str]:
@@ -207,7 +207,7 @@ def test_killed_repro_resumes_from_the_last_checkpoint(concurrent):
     params = ws / "params.yaml"
     good_params = params.read_bytes()
     p = yaml.safe_load(good_params)
-    p["train_scratch"]["train"].update(epochs=6, batch_size=16)
+    p["scratch"]["scratch"]["train"].update(epochs=6, batch_size=16)
     params.write_text(yaml.safe_dump(p))
     out = ws / "models" / "scratch"
     try:

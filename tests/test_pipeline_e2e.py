@@ -2,8 +2,10 @@
 
 Digits (bundled with scikit-learn, offline) as the data set; the pretrained weights are a
 safetensors checkpoint written from a randomly initialised timm ViT (``pretrained.source: file``),
-standing in for the hub download. Asserts the metrics, both MLflow runs with their metrics, a
-no-op second ``dvc repro``, and that a fine-tuning param edit re-runs only finetune + evaluate.
+standing in for the hub download. Three variants (two from scratch, one fine-tuned) expand through
+``foreach``. Asserts the metrics and report, the MLflow runs as children of one parent with their
+metrics, a no-op second ``dvc repro``, and that a fine-tuning param edit re-runs only that variant
+and evaluate, whose new parent run then holds all three variants.
 """
 
 import json
@@ -33,7 +35,10 @@ def _dvc(ws, *args) -> str:
 
 
 def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
+    return re.findall(r"Running stage '([\w@-]+)'", output)
+
+
+VARIANTS = ("scratch", "scratch_deep", "finetune")
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +52,26 @@ def workspace(tmp_path_factory):
     p["base"].update(dataset="digits", mlflow_experiment="e2e")
     p["base"]["trainer"].update(accelerator="cpu", num_workers=0, devices=1)
     p["prepare"].update(val_fraction=0.1, max_train=300, max_test=100, download=False)
-    p["pretrained"].update(source="file", path=str(root / "ref.safetensors"))
+    p["pretrained"] = {"ref": {"source": "file", "path": str(root / "ref.safetensors")}}
     model = {"variant": "Ti/16", "img_size": 16, "patch_size": None, "embed_dim": None,
              "depth": 1, "num_heads": None, "mlp_ratio": None, "dropout": 0.0,
              "attn_dropout": 0.0, "drop_path": 0.0}
-    for section in ("train_scratch", "finetune"):
-        p[section]["model"] = dict(model)
-        p[section]["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5)
+    scratch, finetune = p["scratch"]["scratch_ti4"], p["finetune"]["finetune_b16"]
+    for v in (scratch, finetune):
+        v["model"] = dict(model)
+        v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5)
+    scratch["augment"]["crop_padding"] = 1
+    finetune["pretrained"] = "ref"
+    deep = {**scratch, "model": {**model, "depth": 2}}
+    p["scratch"] = {"scratch": scratch, "scratch_deep": deep}
+    p["finetune"] = {"finetune": finetune}
     p["evaluate"]["batch_size"] = 64
     (root / "params.tiny.yaml").write_text(yaml.safe_dump(p))
     ws = make_workspace(root / "ws", root / "params.tiny.yaml")
     first = _dvc(ws, "repro")
     second = _dvc(ws, "repro")
-    p["finetune"]["train"]["optimizer"]["lr"] = 0.01
-    p["finetune"]["model"]["drop_path"] = 0.1
+    finetune["train"]["optimizer"]["lr"] = 0.003
+    finetune["model"]["drop_path"] = 0.1
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     status = _dvc(ws, "status")
     third = _dvc(ws, "repro")
@@ -69,36 +80,77 @@ def workspace(tmp_path_factory):
 
 
 def test_first_repro_runs_every_stage_and_writes_metrics(workspace):
-    assert _ran(workspace["first"]) == ["prepare", "pretrained", "train_scratch", "finetune",
-                                        "evaluate"]
-    for variant in ("scratch", "finetune"):
-        m = json.loads((workspace["ws"] / "results" / variant / "metrics.json").read_text())
-        assert 0.0 <= m["top1"] <= m["top5"] <= 1.0
+    ran = _ran(workspace["first"])
+    assert sorted(ran) == sorted(["prepare", "pretrained@ref", "train_scratch@scratch",
+                                  "train_scratch@scratch_deep", "finetune@finetune", "evaluate"])
+    assert ran[0] == "prepare" and ran[-1] == "evaluate"
+    assert ran.index("pretrained@ref") < ran.index("finetune@finetune")
+    ws = workspace["ws"]
+    metrics = json.loads((ws / "results" / "metrics.json").read_text())
+    assert list(metrics) == list(VARIANTS)
+    for variant, m in metrics.items():
+        assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
         assert m["test_images"] == 100 and m["num_params"] > 0 and m["images_per_s"] > 0
-        rows = (workspace["ws"] / "results" / variant / "confusion.csv").read_text().splitlines()
+        assert m["gflops"] > 0 and m["epochs"] == 2
+        rows = (ws / "results" / "confusion" / f"{variant}.csv").read_text().splitlines()
         assert rows[0] == "actual,predicted" and len(rows) == 101
-    assert "| scratch |" in (workspace["ws"] / "results" / "comparison.md").read_text()
+        history = json.loads((ws / "models" / variant / "history.json").read_text())
+        assert [r["epoch"] for r in history] == [0, 1]
+        assert (ws / "results" / "report" / "curves" / f"{variant}.csv").is_file()
+    assert metrics["scratch_deep"]["num_params"] > metrics["scratch"]["num_params"]
+    report = ws / "results" / "report"
+    assert all(f"| {v} |" in (report / "report.md").read_text() for v in VARIANTS)
+    html = (report / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') >= 7
+    # DVC draws what it can: the confusion matrices and the overlaid val accuracy curves
+    shown = _dvc(ws, "plots", "show", "--json")
+    assert "results/confusion/finetune.csv" in shown and "val accuracy per epoch" in shown
 
 
-def test_both_runs_are_in_mlflow_with_metrics(workspace):
+def _by_name(client, exp_id, group: str | None = None):
+    runs = client.search_runs([exp_id], order_by=["attributes.start_time ASC"])
+    return {r.info.run_name: r for r in runs
+            if group is None or r.data.tags.get("pipeline.group") == group}
+
+
+def test_runs_are_children_of_one_parent_with_metrics(workspace):
     client = mlflow.MlflowClient(f"sqlite:///{workspace['db']}")
     exp = client.get_experiment_by_name("e2e")
-    runs = client.search_runs([exp.experiment_id])
-    latest = {}
-    for r in sorted(runs, key=lambda r: r.info.start_time):
-        latest[r.info.run_name] = r
-    assert set(latest) == {"scratch", "finetune"}
-    for name, run in latest.items():
+    parents = client.search_runs([exp.experiment_id],
+                                 filter_string="tags.`pipeline.role` = 'parent'")
+    assert len(parents) == 2  # the first comparison, and the one after the finetune edit
+    first = min(parents, key=lambda r: r.info.start_time)
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{first.info.run_id}'")
+    # each training stage made its run a child of the parent at once; only the finetune edit
+    # below left runs (the reused scratch ones) for evaluate to move under the new parent
+    assert "moves under" not in workspace["first"]
+    assert workspace["third"].count("moves under") == 2
+    # the finetune edit re-trained only "finetune", whose old run stays with the first parent;
+    # evaluate moved the two reused scratch runs under the new parent
+    assert {r.info.run_name for r in children} == {"finetune"}
+    latest = max(parents, key=lambda r: r.info.start_time)
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{latest.info.run_id}'")
+    by_name = {r.info.run_name: r for r in children}
+    assert set(by_name) == set(VARIANTS)
+    for name, run in by_name.items():
         assert run.info.status == "FINISHED"
-        assert {"val/acc", "train/loss_epoch", "test/acc", "test/acc_top5"} <= set(run.data.metrics)
-        assert run.data.tags["stage"] in ("train_scratch", "finetune")
+        assert {"val/acc", "train/loss_epoch", "test/acc", "test/acc_top5", "test/ece",
+                "model/gflops"} <= set(run.data.metrics)
+        assert run.data.tags["stage"] == ("finetune" if name == "finetune" else "train_scratch")
         assert run.data.params["model.variant"] == "Ti/16"
-    assert "finetune.freeze_epochs" in latest["finetune"].data.params
+    assert "variant.freeze_epochs" in by_name["finetune"].data.params
+    assert {f"test/acc.{v}" for v in VARIANTS} <= set(latest.data.metrics)
+    assert "report/report.html" in {a.path for a in client.list_artifacts(latest.info.run_id,
+                                                                          "report")}
     # evaluate registered each variant's model (pt2, served by `mlflow models serve`), from the
-    # run that trained it; the finetune edit test below registers a second finetune version
-    for name in ("scratch", "finetune"):
+    # run that trained it; the finetune edit registered a second finetune version
+    for name in VARIANTS:
         version = client.get_model_version(f"vit-cifar10-{name}", "1")
         assert client.get_run(version.run_id).info.run_name == name
+    assert client.get_model_version("vit-cifar10-finetune", "2").run_id == \
+        by_name["finetune"].info.run_id
 
 
 def test_second_repro_does_nothing(workspace):
@@ -106,6 +158,6 @@ def test_second_repro_does_nothing(workspace):
 
 
 def test_finetune_edit_reruns_only_finetune_and_evaluate(workspace):
-    assert "finetune" in workspace["status"]
+    assert "finetune@finetune" in workspace["status"]
     assert "train_scratch" not in workspace["status"] and "pretrained" not in workspace["status"]
-    assert _ran(workspace["third"]) == ["finetune", "evaluate"]
+    assert _ran(workspace["third"]) == ["finetune@finetune", "evaluate"]

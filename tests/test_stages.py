@@ -13,7 +13,7 @@ import timm
 import yaml
 from safetensors.torch import save_file
 
-from pipeline.evaluation import comparison_markdown, load_trained
+from pipeline.evaluation import load_trained
 from pipeline.models import CheckpointError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,15 +68,17 @@ def test_pretrained_weights_that_do_not_fit_fail_in_the_pretrained_stage(tmp_pat
     ref = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=16, depth=1)
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
               str(tmp_path / "small.safetensors"))
-    tiny_params["pretrained"].update(source="file", path=str(tmp_path / "small.safetensors"))
-    res = _stage(tmp_path, "pretrained", "--out", "models/pretrained", params=tiny_params)
+    tiny_params["pretrained"]["tiny"] = {"source": "file",
+                                         "path": str(tmp_path / "small.safetensors")}
+    res = _stage(tmp_path, "pretrained", "tiny", params=tiny_params)
     assert res.returncode == 2
+    assert "pretrained.tiny" in res.stderr and "does not fit finetune.finetune.model" in res.stderr
     assert "checkpoint does not fit ViT config" in res.stderr and "shape clashes" in res.stderr
 
 
 def test_pretrained_from_hub_offline_points_to_the_quick_run(tmp_path, tiny_params):
-    tiny_params["pretrained"].update(source="hub", hub_id="timm/not-cached-here")
-    res = _stage(tmp_path, "pretrained", "--out", "models/pretrained", params=tiny_params)
+    tiny_params["pretrained"]["tiny"] = {"source": "hub", "hub_id": "timm/not-cached-here"}
+    res = _stage(tmp_path, "pretrained", "tiny", params=tiny_params)
     assert res.returncode == 2
     assert "timm/not-cached-here" in res.stderr and "make quick" in res.stderr
 
@@ -86,20 +88,21 @@ def test_load_trained_missing_checkpoint(tmp_path):
         load_trained(tmp_path / "best.ckpt")
 
 
-def test_comparison_table_reports_the_difference():
-    row = dict(model="m", top1=0.9, top5=1.0, loss=0.3, num_params=2e6, images_per_s=100,
-               best_val_acc=0.91)
-    md = comparison_markdown({"scratch": row, "finetune": {**row, "top1": 0.95}}, "digits")
-    assert "| finetune | m | 95.00% |" in md
-    assert "finetune - scratch: +5.00 points top-1." in md
+def test_unknown_variant_or_weights_name_is_named(tmp_path, tiny_params):
+    res = _stage(tmp_path, "train", "scratch_ti4", "--out", "models/x", params=tiny_params)
+    assert res.returncode == 2
+    assert "no variant 'scratch_ti4' in params (scratch: ['scratch']" in res.stderr
+    res = _stage(tmp_path, "pretrained", "b16", params=tiny_params)
+    assert res.returncode == 2 and "no pretrained.b16 in params (have ['tiny'])" in res.stderr
 
 
 def test_failed_fetch_keeps_the_previous_pretrained_weights(tmp_path, tiny_params):
-    previous = tmp_path / "models" / "pretrained"
+    previous = tmp_path / "models" / "pretrained" / "tiny"
     previous.mkdir(parents=True)
     (previous / "model.safetensors").write_bytes(b"weights fetched earlier")
-    tiny_params["pretrained"].update(source="file", path=str(tmp_path / "missing.safetensors"))
-    res = _stage(tmp_path, "pretrained", "--out", "models/pretrained", params=tiny_params)
+    tiny_params["pretrained"]["tiny"] = {"source": "file",
+                                         "path": str(tmp_path / "missing.safetensors")}
+    res = _stage(tmp_path, "pretrained", "tiny", params=tiny_params)
     assert res.returncode == 2 and "missing.safetensors" in res.stderr
     assert (previous / "model.safetensors").read_bytes() == b"weights fetched earlier"
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["pretrained"]
+    assert sorted(p.name for p in previous.iterdir()) == ["model.safetensors"]

@@ -119,6 +119,8 @@ class PreparedDataModule(L.LightningDataModule):
         crop_padding: int = 0,
         hflip: bool = False,
         seed: int = 0,
+        randaugment: tuple[int, float] | None = None,
+        erasing: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -133,6 +135,8 @@ class PreparedDataModule(L.LightningDataModule):
         self.crop_padding = crop_padding
         self.hflip = hflip
         self.seed = seed
+        self.randaugment = tuple(randaugment) if randaugment else None
+        self.erasing = erasing
         self._manifest: dict[str, Any] | None = None
         self._datasets: dict[str, ArrayDataset] = {}
 
@@ -161,7 +165,8 @@ class PreparedDataModule(L.LightningDataModule):
             return
         self._manifest, splits = load_prepared(self.prepared_dir)
         train_transform = build_train_transform(
-            self.image_shape, self.crop_padding, self.hflip, self.seed
+            self.image_shape, self.crop_padding, self.hflip, self.seed,
+            randaugment=self.randaugment, erasing=self.erasing,
         )
         eval_transform = build_eval_transform(self.image_shape)
         self._datasets = {

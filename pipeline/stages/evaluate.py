@@ -1,14 +1,17 @@
-"""Stage ``evaluate``: every trained variant on the test split, side by side.
+"""Stage ``evaluate``: every variant of params.yaml on the test split, side by side.
 
-Writes per variant ``<out>/<variant>/metrics.json`` (DVC metrics: top-1, top-5, loss, parameter
-count, images/s) and ``<out>/<variant>/confusion.csv`` (one row per test image, ``actual`` and
-``predicted``: DVC's confusion-matrix plot), plus ``<out>/comparison.md``. The test metrics and
-files are also logged into each variant's MLflow training run, and the model itself as an MLflow
-model (``pt2``, preprocessing included: see :mod:`pipeline.serving`), registered as
-``<evaluate.registered_model>-<variant>`` for ``mlflow models serve``.
+Writes ``<out>/metrics.json`` (DVC metrics, per variant: top-1, top-5, loss, ECE, params, GFLOPs,
+train time, images/s), ``<out>/confusion/<variant>.csv`` (one row per test image, ``actual`` and
+``predicted``: DVC's confusion-matrix plot) and the report in ``<out>/report``
+(:mod:`pipeline.report`: ``report.html``, ``report.md``, figures, per-epoch curves).
 
-    python -m pipeline.stages.evaluate --data data/prepared \
-        --variant scratch=models/scratch --variant finetune=models/finetune --out results
+MLflow: test metrics go into each variant's training run (``test/acc``, ``test/acc_top5``,
+``test/loss``, ``test/ece``, ``test/images_per_s``, ``model/gflops``), the report into the
+comparison's parent run, and a variant run reused from an earlier comparison is moved under the
+current parent. Each model is logged as an MLflow model (``pt2``, preprocessing included: see
+:mod:`pipeline.serving`), registered as ``<evaluate.registered_model>-<variant>``.
+
+    python -m pipeline.stages.evaluate --data data/prepared --models models --out results
 """
 
 from __future__ import annotations
@@ -20,16 +23,28 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..config import Params
 from ..data import load_prepared
-from ..evaluation import EvalResult, comparison_markdown, evaluate_model, load_trained
-from ..models import CheckpointError
-from ..training.run import resolve_accelerator, resolve_precision
+from ..evaluation import evaluate_model, forward_gflops, load_trained
+from ..explain import rollout
+from ..models import CheckpointError, VisionTransformer
+from ..report import VariantResult, build_report
 from ..serving import log_serving_model
-from ..training.tracking import TrackingError, tracking_uri
+from ..training.history import HISTORY
+from ..training.preprocess import DevicePreprocess
+from ..training.run import resolve_accelerator, resolve_precision
+from ..training.tracking import (
+    GROUP_TAG,
+    PARENT_TAG,
+    TrackingError,
+    comparison_group,
+    comparison_parent,
+    tracking_uri,
+)
 from ._cli import stage_main
 
 log = logging.getLogger("evaluate")
@@ -55,63 +70,115 @@ def write_confusion_csv(path: Path, labels, predictions, classes: list[str]) -> 
     atomic_write_text(path, buf.getvalue())
 
 
-def log_to_mlflow(run_info: dict, metrics: dict, files: list[Path]) -> None:
-    """Test metrics and result files into the variant's training run; a failure is reported,
-    not fatal: the results on disk are the record."""
+def attention_images(labels: np.ndarray, n: int = 6) -> np.ndarray:
+    """Indices of ``n`` test images for the attention figure: the first of each of the first
+    ``n`` classes present (deterministic, and varied)."""
+    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+    return np.array(firsts[:n], dtype=np.int64)
+
+
+def attention_maps(model: VisionTransformer, images: np.ndarray, device) -> np.ndarray:
+    """(M, grid, grid) attention rollout of ``model`` for uint8 ``images``."""
+    cfg = model.cfg
+    pre = DevicePreprocess(cfg.img_size, cfg.in_chans).to(device)
+    with torch.no_grad():
+        _, maps = rollout(model.to(device).eval(), pre(torch.from_numpy(np.array(images))
+                                                        .to(device)))
+    return maps.float().cpu().numpy()
+
+
+def read_history(model_dir: Path) -> list[dict]:
+    path = model_dir / HISTORY
+    if not path.is_file():
+        log.warning("no %s: %s has no curves in the report", path, model_dir.name)
+        return []
+    return json.loads(path.read_text())
+
+
+def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict],
+                  report_dir: Path, confusion_dir: Path) -> str | None:
+    """Test metrics into each variant's run, the report into the comparison's parent run (moving
+    reused variant runs under it). A failure is reported, not fatal: the results on disk are the
+    record. Returns the parent run id."""
     try:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri())
-        run_id = run_info["run_id"]
-        for key in ("top1", "top5", "loss", "images_per_s"):
-            name = {"top1": "acc", "top5": "acc_top5"}.get(key, key)
-            client.log_metric(run_id, f"test/{name}", metrics[key])
-        for f in files:
-            client.log_artifact(run_id, str(f), "evaluation")
+        exp = client.get_experiment_by_name(params.base.mlflow_experiment)
+        if exp is None:
+            raise TrackingError(f"no experiment {params.base.mlflow_experiment!r}")
+        group = comparison_group(params)
+        parent = comparison_parent(client, exp.experiment_id, group)
+        for name, m in metrics.items():
+            run_id = runs[name]["run_id"]
+            tags = client.get_run(run_id).data.tags
+            if tags.get(PARENT_TAG) != parent:
+                log.info("%s: run %s moves under this comparison's parent run %s", name, run_id,
+                         parent)
+                client.set_tag(run_id, PARENT_TAG, parent)
+                client.set_tag(run_id, GROUP_TAG, group.key)
+            for key, metric in METRICS.items():
+                client.log_metric(run_id, metric, float(m[key]))
+            client.log_artifact(run_id, str(confusion_dir / f"{name}.csv"), "evaluation")
+        for name, m in metrics.items():  # the parent's own view of the comparison
+            client.log_metric(parent, f"test/acc.{name}", float(m["top1"]))
+        client.log_artifacts(parent, str(report_dir), "report")
+        return parent
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose the results
-        log.warning("could not log %s's test metrics to MLflow (%s): %s",
-                    metrics["variant"], tracking_uri(), e)
+        log.warning("could not log the test results to MLflow (%s): %s", tracking_uri(), e)
+        return None
+
+
+# metrics.json key -> MLflow metric name, the same in every variant's run
+METRICS = {"top1": "test/acc", "top5": "test/acc_top5", "loss": "test/loss", "ece": "test/ece",
+           "images_per_s": "test/images_per_s", "gflops": "model/gflops"}
 
 
 def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
     manifest, splits = load_prepared(Path(args.data))
     images, labels = splits["test"]
+    labels = np.asarray(labels, dtype=np.int64)
     classes = list(manifest["classes"])
     device, dtype = _device_and_dtype(params)
-    out = Path(args.out)
-    rows: dict[str, dict] = {}
+    out, models_dir = Path(args.out), Path(args.models)
     runs: dict[str, dict] = {}
-    models = {}
-    for spec in args.variant:
-        name, _, model_dir = spec.partition("=")
-        model_dir = Path(model_dir)
+    models: dict[str, VisionTransformer] = {}
+    results: list[VariantResult] = []
+    shown = attention_images(labels)
+    for name in params.variants:
+        kind, _ = params.variant(name)
+        model_dir = models_dir / name
         run_file = model_dir / "run.json"
         if not run_file.is_file():
             raise CheckpointError(f"no {run_file}: train the {name!r} variant first (dvc repro)")
         runs[name] = json.loads(run_file.read_text())
         model, _ = load_trained(model_dir / runs[name]["best_ckpt"])
         models[name] = model
-        res: EvalResult = evaluate_model(model, images, labels, batch_size=params.evaluate.batch_size,
-                                         device=device, amp_dtype=dtype)
-        variant_out = out / name
-        metrics = {
-            "variant": name,
-            "model": f"{model.cfg.embed_dim}d/{model.cfg.depth}L/{model.cfg.patch_size}p"
-                     f"@{model.cfg.img_size}",
-            "top1": res.top1, "top5": res.top5, "loss": res.loss,
-            "num_params": res.num_params, "images_per_s": res.images_per_s,
-            "best_val_acc": runs[name]["best_val_acc"], "train_seconds": runs[name]["train_seconds"],
-            "test_images": int(len(labels)), "device": str(device),
-        }
-        atomic_write_json(variant_out / "metrics.json", metrics)
-        write_confusion_csv(variant_out / "confusion.csv", labels, res.predictions, classes)
-        rows[name] = metrics
+        res = evaluate_model(model, images, labels, batch_size=params.evaluate.batch_size,
+                             device=device, amp_dtype=dtype)
+        cfg = model.cfg
+        results.append(VariantResult(
+            name=name, kind=kind,
+            model=f"{cfg.embed_dim}d/{cfg.depth}L/{cfg.patch_size}p@{cfg.img_size}",
+            num_params=res.num_params, gflops=forward_gflops(model),
+            train_seconds=float(runs[name]["train_seconds"]), images_per_s=res.images_per_s,
+            probs=res.probs, history=read_history(model_dir),
+            attention=attention_maps(model, images[shown], device),
+        ))
+        write_confusion_csv(out / "confusion" / f"{name}.csv", labels, res.predictions, classes)
         log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", name, res.top1, res.top5,
                  res.images_per_s)
-    table = atomic_write_text(out / "comparison.md", comparison_markdown(rows, manifest["dataset"]))
-    for name, metrics in rows.items():
-        log_to_mlflow(runs[name], metrics, [out / name / "metrics.json",
-                                            out / name / "confusion.csv", table])
+    summary = build_report(out / "report", results, labels=labels, images=np.asarray(images),
+                           classes=classes, dataset=manifest["dataset"], attention_index=shown)
+    metrics = {}
+    for r in results:
+        m = {k: v for k, v in summary[r.name].items() if k != "per_class_acc"}
+        metrics[r.name] = {"kind": r.kind, "model": r.model, **m,
+                           "best_val_acc": runs[r.name]["best_val_acc"],
+                           "epochs": runs[r.name]["epochs"], "test_images": int(len(labels)),
+                           "device": str(device)}
+    atomic_write_json(out / "metrics.json", metrics)
+    log_to_mlflow(params, runs, metrics, out / "report", out / "confusion")
     prefix = params.evaluate.registered_model
     for name, model in models.items():
         # unlike the metrics above (a record of results already on disk), a registration that was
@@ -127,14 +194,14 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
         log.info("%s: MLflow model %s%s", name, info.model_uri,
                  f", registered as {registered!r} v{info.registered_model_version}"
                  if registered else "")
-    print(table.read_text())
-    return rows
+    print((out / "report" / "report.md").read_text())
+    return metrics
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="data/prepared")
-    parser.add_argument("--variant", action="append", required=True, metavar="NAME=DIR",
-                        help="a trained variant and its checkpoint dir; repeat per variant")
+    parser.add_argument("--models", default="models",
+                        help="where the variants' checkpoint dirs are (<models>/<variant>)")
     parser.add_argument("--out", default="results")
 
 

@@ -21,8 +21,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from .mixing import BatchMix
 from .preprocess import DevicePreprocess
 
 
@@ -74,6 +76,9 @@ class ViTClassifier(L.LightningModule):
         backbone_lr_scale: float = 1.0,
         model_config: dict | None = None,
         classes: list[str] | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mix_prob: float = 0.0,
     ) -> None:
         super().__init__()
         if optimizer not in ("adamw", "sgd"):
@@ -83,8 +88,12 @@ class ViTClassifier(L.LightningModule):
         self.model = model
         self.preprocess = DevicePreprocess(model.cfg.img_size, model.cfg.in_chans)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        mix = BatchMix(num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
+                       prob=mix_prob)
+        self.mix = mix if mix.prob > 0 else None  # Mixup/CutMix of training batches
         top5 = min(5, num_classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_loss = MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -105,14 +114,22 @@ class ViTClassifier(L.LightningModule):
         return self.current_epoch < self.hparams.freeze_epochs
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self.model_step(batch)
+        if self.mix is None:
+            loss, logits, labels = self.model_step(batch)
+        else:  # soft targets; train/acc is then against the unmixed labels
+            images, labels = batch
+            x, target = self.mix(self.preprocess(images), labels)
+            logits = self.model(x)
+            loss = self.criterion(logits.float(), target.float())
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, "
                 f"global step {self.global_step}"
             )
         self.train_acc(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.train_loss(loss.detach())
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         if self.hparams.freeze_epochs:
             self.log("train/backbone_frozen", float(self.backbone_frozen), on_step=False,

@@ -190,8 +190,9 @@ class Resumable(Callback):
     and restores the RNG state and the training time in every checkpoint."""
 
     def __init__(self, start: Start, logger, hparams: dict[str, Any], tracking_uri: str,
-                 tags: dict[str, str] | None = None) -> None:
+                 tags: dict[str, str] | None = None, group=None) -> None:
         self.start = start
+        self.group = group  # a tracking.Group: a new run becomes a child of its parent run
         self.logger = logger
         self.hparams = hparams
         self.tracking_uri = tracking_uri
@@ -219,9 +220,24 @@ class Resumable(Callback):
         self.logger.log_hyperparams(self.hparams)  # creates the run (a resumed one exists)
         for key, value in self.tags.items():
             self.logger.experiment.set_tag(self.logger.run_id, key, value)
+        if self.group is not None:
+            self._adopt_parent()
         atomic_write_json(start.out_dir / STATE, {
             "fingerprint": start.fingerprint, "run_id": self.logger.run_id,
             "experiment_id": self.logger.experiment_id, "tracking_uri": self.tracking_uri})
+
+    def _adopt_parent(self) -> None:
+        """Make the run a child of its comparison's parent run (created if need be). Lightning
+        has created the run by now (it touches ``logger.experiment`` before any callback's
+        setup), so the parent is a tag set afterwards; a resumed run keeps the parent it has."""
+        from .tracking import GROUP_TAG, PARENT_TAG, comparison_parent
+
+        client, run_id = self.logger.experiment, self.logger.run_id
+        if PARENT_TAG in client.get_run(run_id).data.tags:
+            return
+        parent = comparison_parent(client, self.logger.experiment_id, self.group)
+        client.set_tag(run_id, PARENT_TAG, parent)
+        client.set_tag(run_id, GROUP_TAG, self.group.key)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.session_start = time.perf_counter()

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 
 from ..atomic import atomic_write_json
 from ..config import StageParams, TrainerParams
 from ..data import PreparedDataModule
 from ..models import VisionTransformer
 from .checkpoint_io import FiniteCheckpointIO
+from .history import EpochHistory
 from .module import ViTClassifier
 from .resume import Resumable, decide, fingerprint, fresh_requested
 from .tracking import (
@@ -85,11 +86,13 @@ def fit(
     freeze_epochs: int = 0,
     backbone_lr_scale: float = 1.0,
     fresh: bool | None = None,
+    group=None,
 ) -> TrainResult:
     """Train ``model`` on the prepared data in ``data_dir``; checkpoints and run.json in ``out_dir``.
 
     Resumes an interrupted run of the same params from ``out_dir/last.ckpt``; ``fresh`` (default:
-    the ``PIPELINE_FRESH`` environment variable) starts afresh instead."""
+    the ``PIPELINE_FRESH`` environment variable) starts afresh instead. A new MLflow run becomes a
+    child of ``group``'s parent run (a :class:`pipeline.training.tracking.Group`)."""
     out_dir = Path(out_dir)
     uri = check_tracking()  # an unreachable server fails here, before any work
     L.seed_everything(seed, workers=True)
@@ -100,6 +103,9 @@ def fit(
         num_workers=trainer_params.num_workers,
         crop_padding=aug.crop_padding,
         hflip=aug.hflip,
+        randaugment=(aug.randaugment.num_ops, aug.randaugment.magnitude)
+        if aug.randaugment else None,
+        erasing=aug.erasing,
         seed=seed,
     )
     dm.setup("fit")
@@ -121,6 +127,9 @@ def fit(
         backbone_lr_scale=backbone_lr_scale,
         model_config=model.cfg.to_dict(),
         classes=list(dm.classes),
+        mixup_alpha=aug.mixup_alpha,
+        cutmix_alpha=aug.cutmix_alpha,
+        mix_prob=aug.mix_prob,
     )
     precision, notice = resolve_precision(trainer_params)
     if notice:
@@ -142,7 +151,7 @@ def fit(
     try:
         # the run is created (or reopened) and recorded in resume.json together, in setup
         resumable = Resumable(start, logger, hparams, uri,
-                              tags={"precision_notice": notice} if notice else {})
+                              tags={"precision_notice": notice} if notice else {}, group=group)
         ckpt = ModelCheckpoint(
             dirpath=out_dir, filename="best", monitor="val/acc", mode="max",
             enable_version_counter=False,
@@ -160,11 +169,13 @@ def fit(
             gradient_clip_val=tr.grad_clip,
             logger=logger,
             callbacks=[
+                EpochHistory(out_dir),  # before the checkpoints: its rows go into them
                 ckpt,
                 last,
                 LearningRateMonitor(logging_interval="epoch"),
                 RecordFailure(),
                 resumable,
+                *([EMAWeightAveraging(decay=tr.ema_decay)] if tr.ema_decay else []),
             ],
             plugins=[FiniteCheckpointIO()],
             default_root_dir=out_dir,

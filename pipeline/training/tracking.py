@@ -6,6 +6,12 @@ for ``dvc exp run --temp`` / ``--queue`` runs (they execute in a copy under ``.d
 every run lands in one database; outside DVC it is the current directory. Artifacts go to
 ``mlartifacts/`` beside the database for the same reason. View with
 ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+
+Comparison: the runs of one set of params (:meth:`pipeline.config.Params.group_key`) are children
+of one parent run (MLflow's ``mlflow.parentRunId`` tag), found or created by the first stage that
+trains, so the UI lists them under it and its compare view lines the variants up. The evaluate
+stage logs the report into the parent and moves a variant reused from an earlier comparison (its
+params unchanged, so DVC did not retrain it) under the current one.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +77,46 @@ def run_tags(stage: str, variant: str) -> dict[str, str]:
     if os.environ.get("DVC_EXP_BASELINE_REV"):
         tags["dvc.exp_baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
     return tags
+
+
+GROUP_TAG = "pipeline.group"
+ROLE_TAG = "pipeline.role"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One comparison: the key of its params and the variants it compares."""
+
+    key: str
+    name: str
+    variants: tuple[str, ...]
+
+
+def comparison_group(params) -> Group:
+    """The :class:`Group` of a :class:`pipeline.config.Params`."""
+    key = params.group_key()
+    name = f"{params.base.dataset}: {' vs '.join(params.variants)} [{key[:8]}]"
+    return Group(key=key, name=name[:250], variants=tuple(params.variants))
+
+
+def comparison_parent(client, experiment_id: str, group: Group) -> str:
+    """The run id of ``group``'s parent run in the experiment, created (FINISHED: a container,
+    not a job) if there is none yet."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{ROLE_TAG}` = 'parent'",
+        order_by=["attributes.start_time ASC"], max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {GROUP_TAG: group.key, ROLE_TAG: "parent", "variants": ", ".join(group.variants)}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(experiment_id, run_name=group.name, tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

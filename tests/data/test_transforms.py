@@ -91,3 +91,39 @@ def test_bad_arguments():
         build_train_transform((8, 8, 2), crop_padding=0, hflip=False, seed=0)
     with pytest.raises(ValueError, match="image_shape"):
         build_eval_transform((8, 8))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_randaugment_and_erasing_are_a_function_of_the_seed(channels):
+    img = (np.random.default_rng(0).random((16, 16, channels)) * 255).astype(np.uint8)
+    t = build_train_transform((16, 16, channels), 2, True, 0, randaugment=(2, 9), erasing=0.5)
+
+    def out(seed):
+        seed_transform(t, seed)
+        return apply_transform(t, img)
+
+    first = out(1)
+    assert first.shape == img.shape and first.dtype == np.uint8
+    assert np.array_equal(first, out(1))
+    changed = [not np.array_equal(out(s), img) for s in range(20)]
+    assert sum(changed) >= 18  # crop, flip, two ops and erasing: almost never the identity
+    assert len({out(s).tobytes() for s in range(20)}) == 20
+
+
+def test_randaugment_magnitude_zero_leaves_geometry_alone():
+    """At magnitude 0 the geometric ops are the identity (only the 'free' ops like equalize
+    remain), so the magnitude really scales the policy."""
+    img = np.zeros((16, 16, 1), np.uint8)
+    img[4:8, 4:8] = 255
+    t = build_train_transform((16, 16, 1), 0, False, 0, randaugment=(1, 0))
+    moved = 0
+    for s in range(30):
+        seed_transform(t, s)
+        out = apply_transform(t, img)
+        moved += not np.array_equal(out > 127, img > 127)
+    assert moved <= 10  # invert (and posterize at 8 bits: none) can change it; rotations cannot
+
+
+def test_erasing_probability_is_checked():
+    with pytest.raises(ValueError, match="erasing must be a probability"):
+        build_train_transform((16, 16, 3), 0, False, 0, erasing=1.5)

@@ -101,3 +101,23 @@ def test_non_finite_loss_names_the_step():
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     with pytest.raises(FloatingPointError, match="non-finite training loss .* global step 0"):
         trainer.fit(module, datamodule=_Data())
+
+
+def test_batch_mix_gives_soft_targets_that_sum_to_one_and_follow_the_seed():
+    from pipeline.training.mixing import BatchMix
+
+    x, y = torch.randn(8, 3, 8, 8), torch.arange(8) % 4
+    mix = BatchMix(4, mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0)
+    torch.manual_seed(0)
+    a, ta = mix(x, y)
+    torch.manual_seed(0)
+    b, tb = mix(x, y)
+    assert torch.equal(a, b) and torch.equal(ta, tb)
+    assert ta.shape == (8, 4) and torch.allclose(ta.sum(1), torch.ones(8))
+    assert not torch.equal(a, x) and (ta.max(1).values < 1).all()  # mixed, images and labels
+    off = BatchMix(4, mixup_alpha=0.8, prob=0.0)
+    same, onehot = off(x, y)
+    assert torch.equal(same, x) and torch.equal(onehot.argmax(1), y) and onehot.max() == 1
+    assert BatchMix(4).prob == 0.0  # no alpha: nothing to mix
+    with pytest.raises(ValueError, match="prob"):
+        BatchMix(4, mixup_alpha=1.0, prob=2.0)

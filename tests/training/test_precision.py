@@ -26,7 +26,7 @@ def _fit(tiny_params, digits_dir, out_dir, patch_trainer, precision, callbacks=(
     p = parse_params(tiny_params)
     trainer = p.base.trainer.model_copy(update={
         "accelerator": "gpu" if device == "cuda" else "cpu", "precision": precision})
-    sp = p.train_scratch
+    sp = p.scratch["scratch"]
     sp = sp.model_copy(update={"train": sp.train.model_copy(
         update={"epochs": epochs, "batch_size": 32})})
     L.seed_everything(0)

@@ -27,7 +27,7 @@ EPOCHS = 3
 
 def _params(tiny_params, **train):
     p = parse_params(tiny_params)
-    sp = p.train_scratch
+    sp = p.scratch["scratch"]
     return p, sp.model_copy(update={
         "model": sp.model.model_copy(update=NOISY),
         "train": sp.train.model_copy(update={"epochs": EPOCHS, "batch_size": 32, **train})})
@@ -80,10 +80,11 @@ def reference(tmp_path_factory, digits_dir):
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     try:
-        for freeze in (0, 2):
-            out = root / f"freeze{freeze}"
-            result = _fit(make_tiny_params(), digits_dir, out, freeze_epochs=freeze)
-            results[freeze] = (_weights(out / "last.ckpt"), result.best_val_acc,
+        for freeze, ema in CASES:
+            out = root / f"freeze{freeze}-ema{ema}"
+            result = _fit(make_tiny_params(), digits_dir, out, freeze_epochs=freeze, ema_decay=ema)
+            _check_history(out, EPOCHS)
+            results[freeze, ema] = (_weights(out / "last.ckpt"), result.best_val_acc,
                                _history(result.run_id, "val/acc"),
                                _history(result.run_id, "val/loss"))
     finally:
@@ -91,25 +92,43 @@ def reference(tmp_path_factory, digits_dir):
     return results
 
 
-@pytest.mark.parametrize("freeze_epochs,stop_epoch", [(0, 1), (2, 1)])
+def _check_history(out, epochs):
+    """history.json: exactly one row per finished epoch, in order."""
+    rows = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in rows] == list(range(epochs))
+    assert all(0.0 <= r["val/acc"] <= 1.0 and r["train/loss"] > 0 for r in rows)
+    return rows
+
+
+# (freeze_epochs, ema_decay); the tiny params are the scratch recipe: RandAugment, random
+# erasing, Mixup/CutMix and label smoothing are on in every case
+CASES = [(0, None), (2, None), (0, 0.9)]
+
+
+@pytest.mark.parametrize("freeze_epochs,ema_decay", CASES, ids=["scratch", "frozen-2", "ema"])
 def test_sigterm_then_resume_matches_an_uninterrupted_run(
         tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer, reference, freeze_epochs,
-        stop_epoch):
-    out = tmp_path / "ckpt"
+        ema_decay):
+    out, stop_epoch = tmp_path / "ckpt", 1
     run_id = _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer, stop_epoch,
-                        freeze_epochs=freeze_epochs)
+                        freeze_epochs=freeze_epochs, ema_decay=ema_decay)
     client = mlflow.MlflowClient(tracking_uri())
     assert client.get_run(run_id).info.status == "KILLED"
     assert torch.load(out / "last.ckpt", weights_only=True)["epoch"] == stop_epoch - 1
 
-    result = _fit(tiny_params, digits_dir, out, freeze_epochs=freeze_epochs)
+    result = _fit(tiny_params, digits_dir, out, freeze_epochs=freeze_epochs, ema_decay=ema_decay)
 
     assert result.run_id == run_id  # the same MLflow run, finished now
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
     assert "error" not in run.data.tags
-    ref_weights, ref_best, ref_acc, ref_loss = reference[freeze_epochs]
+    ref_weights, ref_best, ref_acc, ref_loss = reference[freeze_epochs, ema_decay]
+    _check_history(out, EPOCHS)
     weights = _weights(out / "last.ckpt")
+    if ema_decay:  # the checkpoint holds the average, and the raw weights beside it
+        assert "current_model_state" in torch.load(out / "last.ckpt", weights_only=True)
+        raw = reference[0, None][0]
+        assert any(not torch.equal(weights[k], raw[k]) for k in raw)
     # CPU, fixed seed: bit-identical in practice; the tolerance allows for kernel-order noise
     for name, value in ref_weights.items():
         torch.testing.assert_close(weights[name], value, rtol=0, atol=1e-6, msg=name)
@@ -128,7 +147,7 @@ def test_a_resume_without_the_rng_state_would_differ(
     _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer)
     monkeypatch.setattr(resume_mod, "set_rng_state", lambda state: None)
     _fit(tiny_params, digits_dir, out)
-    weights, ref = _weights(out / "last.ckpt"), reference[0][0]
+    weights, ref = _weights(out / "last.ckpt"), reference[0, None][0]
     assert any(not torch.allclose(weights[k], ref[k], atol=1e-6) for k in ref)
 
 

@@ -42,8 +42,8 @@ def test_sqlite_in_a_missing_directory_is_refused(tmp_path):
 
 def _run(tiny_params, digits_dir, out_dir, model, epochs=2):
     p = parse_params(tiny_params)
-    params = p.train_scratch.model_copy(update={
-        "train": p.train_scratch.train.model_copy(update={"epochs": epochs})})
+    params = p.scratch["scratch"].model_copy(update={
+        "train": p.scratch["scratch"].train.model_copy(update={"epochs": epochs})})
     return fit(name="scratch", stage="train_scratch", model=model, params=params,
                trainer_params=p.base.trainer, experiment="faults", seed=0, data_dir=digits_dir,
                out_dir=out_dir, logged_params={})
@@ -66,7 +66,7 @@ class _NanAfterFirstEpoch(L.Callback):
 def test_nan_loss_fails_the_run_with_the_error_and_keeps_the_last_good_checkpoint(
         tiny_params, digits_dir, tmp_path, patch_trainer):
     patch_trainer(_NanAfterFirstEpoch())
-    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
                       .vit_config(num_classes=10).to_dict())
     with pytest.raises(FloatingPointError, match="non-finite training loss nan at epoch 1"):
         _run(tiny_params, digits_dir, tmp_path / "ckpt", model)
@@ -88,7 +88,7 @@ class _Sigterm(L.Callback):
 
 def test_sigterm_ends_the_run_killed(tiny_params, digits_dir, tmp_path, patch_trainer):
     patch_trainer(_Sigterm())
-    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
                       .vit_config(num_classes=10).to_dict())
     with pytest.raises(SIGTERMException):
         _run(tiny_params, digits_dir, tmp_path / "ckpt", model)
@@ -98,7 +98,7 @@ def test_sigterm_ends_the_run_killed(tiny_params, digits_dir, tmp_path, patch_tr
 
 
 def test_a_successful_run_is_finished(tiny_params, digits_dir, tmp_path):
-    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
                       .vit_config(num_classes=10).to_dict())
     result = _run(tiny_params, digits_dir, tmp_path / "ckpt", model, epochs=1)
     run = _only_run()
@@ -150,7 +150,7 @@ def test_tracking_server_dying_mid_run_costs_no_training(
     outage = _ServerOutage(_start_server(db, port), lambda: _start_server(db, port),
                            back_after=1 if comes_back else 99)
     patch_trainer(outage)
-    model = build_vit("custom", **parse_params(tiny_params).train_scratch.model
+    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
                       .vit_config(num_classes=10).to_dict())
     out = tmp_path / "ckpt"
     try:

@@ -1,0 +1,542 @@
+"""The comparison report (pipeline/report.py).
+
+Metrics are checked against numpy computed by hand on constructed cases (ECE with known bins, the
+reliability bins against the ECE, top-k, per-class accuracy, the most confident mistakes); the
+written report against its contract: every file, PNGs that decode and are not blank, one inlined
+image per figure, the table values, the finetune-minus-scratch sentence, gray and RGB images,
+a variant without history or throughput, 100 classes, and no partial report on a failure.
+
+``make_demo`` builds a realistic case (plausible probabilities, 20-epoch histories, rollout maps);
+``python tests/test_report.py OUT_DIR`` writes its report for a look at the figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import report as report_mod
+from pipeline.report import (
+    VariantResult,
+    build_report,
+    curves_csv,
+    human_duration,
+    markdown_report,
+    misclassified_figure,
+    most_confident_mistakes,
+    pretraining_gain,
+    reliability_bins,
+    variant_metrics,
+)
+
+FIGURES = ["per_class_accuracy.png", "reliability.png", "curves.png", "acc_vs_params.png",
+           "acc_vs_throughput.png", "misclassified.png"]
+
+
+# ------------------------------------------------------------------------- synthetic data
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_probs(rng: np.random.Generator, labels: np.ndarray, num_classes: int, *,
+                    skill: float, temperature: float = 1.0) -> np.ndarray:
+    """Softmax of noisy logits with the true class lifted by ``skill`` and some pairs of classes
+    confused with each other (as cat / dog are); ``temperature`` < 1 makes it over-confident."""
+    n = len(labels)
+    logits = rng.normal(0.0, 1.0, (n, num_classes))
+    logits[np.arange(n), labels] += skill * rng.uniform(0.3, 1.7, n)
+    partner = (labels + 1) % num_classes  # the look-alike class
+    lookalike = labels % 3 == 0
+    logits[np.flatnonzero(lookalike), partner[lookalike]] += 0.6 * skill
+    return _softmax(logits / temperature)
+
+
+def synthetic_history(rng: np.random.Generator, epochs: int, *, final_acc: float,
+                      speed: float) -> list[dict]:
+    rows = []
+    for e in range(epochs):
+        progress = 1 - math.exp(-(e + 1) / speed)
+        val_acc = min(0.999, 0.1 + (final_acc - 0.1) * progress + rng.normal(0, 0.01))
+        train_acc = min(0.999, val_acc + 0.05 * progress)
+        rows.append({"epoch": e, "train/loss": 2.3 * (1 - train_acc) + 0.05,
+                     "train/acc": train_acc, "val/loss": 2.3 * (1 - val_acc) + 0.1,
+                     "val/acc": val_acc, "lr": 1e-3 * 0.5 * (1 + math.cos(math.pi * e / epochs))})
+    return rows
+
+
+def synthetic_images(rng: np.random.Generator, labels: np.ndarray, size: int,
+                     channels: int) -> np.ndarray:
+    """Class-dependent blobs on noise, uint8 (N, size, size, channels)."""
+    n = len(labels)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    cx = 0.25 + 0.5 * (labels % 4) / 3
+    cy = 0.25 + 0.5 * (labels // 4 % 3) / 2
+    blob = np.exp(-((xx[None] - cx[:, None, None]) ** 2 + (yy[None] - cy[:, None, None]) ** 2)
+                  / 0.03)
+    img = 0.75 * blob[..., None] + 0.25 * rng.random((n, size, size, channels))
+    if channels == 3:
+        tint = rng.random((n, 1, 1, 3)) * 0.6 + 0.4
+        img = img * tint
+    return np.clip(img * 255, 0, 255).astype(np.uint8)
+
+
+def synthetic_rollout(rng: np.random.Generator, m: int, grid: int) -> np.ndarray:
+    raw = rng.gamma(0.6, 1.0, (m, grid, grid)) + 0.05
+    return (raw / raw.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def make_demo(seed: int = 0, *, n: int = 2000, num_classes: int = 10, size: int = 28,
+              channels: int = 1, epochs: int = 20, n_attention: int = 4,
+              images: np.ndarray | None = None, labels: np.ndarray | None = None,
+              classes: list[str] | None = None) -> dict:
+    """Keyword arguments of ``build_report`` for a realistic case: two scratch variants and one
+    finetune variant (over-confident), 20-epoch histories, rollout maps on 8x8 / 7x7 grids."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        labels = rng.integers(0, num_classes, n)
+    if images is None:
+        images = synthetic_images(rng, labels, size, channels)
+    index = np.arange(n_attention) * 7
+    specs = [  # name, kind, model, params, gflops, seconds, images/s, skill, temperature, grid
+        ("scratch_ti4", "scratch", "192d/9L/4p@32", 2_700_000, 0.73, 5400.0, 4100.0, 2.6, 0.8, 8),
+        ("scratch_s4", "scratch", "384d/12L/4p@32", 21_400_000, 5.6, 9300.0, 1200.0, 3.0, 0.7, 8),
+        ("finetune_b16", "finetune", "768d/12L/16p@224", 85_800_000, 17.6, 4100.0, 380.0, 6.5,
+         0.6, 7),
+    ]
+    variants = []
+    for name, kind, model, params, gflops, secs, ips, skill, temp, grid in specs:
+        probs = synthetic_probs(rng, labels, num_classes, skill=skill, temperature=temp)
+        final = float((probs.argmax(1) == labels).mean())
+        variants.append(VariantResult(
+            name=name, kind=kind, model=model, num_params=params, gflops=gflops,
+            train_seconds=secs, images_per_s=ips, probs=probs,
+            history=synthetic_history(rng, epochs, final_acc=final,
+                                      speed=1.5 if kind == "finetune" else 6.0),
+            attention=synthetic_rollout(rng, len(index), grid)))
+    if classes is None:
+        classes = [f"class_{i}" for i in range(num_classes)] if num_classes != 10 else [
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+            "Bag", "Ankle boot"]
+    return dict(variants=variants, labels=labels, images=images, classes=classes,
+                dataset="demo", attention_index=index)
+
+
+def _variant(name: str, kind: str, probs: np.ndarray, **kw) -> VariantResult:
+    args = dict(model="32d/2L/4p@16", num_params=30_000, gflops=0.01, train_seconds=12.5,
+                images_per_s=1500.0, history=[{"epoch": 0, "val/acc": 0.5, "val/loss": 1.2,
+                                               "train/loss": 1.5}])
+    args.update(kw)
+    return VariantResult(name=name, kind=kind, probs=probs, **args)
+
+
+def _tiny(seed: int = 0, *, n: int = 60, k: int = 4, size: int = 8, channels: int = 1,
+          **kw) -> dict:
+    """Two scratch variants, 8x8 images: the cheapest report."""
+    d = make_demo(seed, n=n, num_classes=k, size=size, channels=channels, epochs=3,
+                  n_attention=2, **kw)
+    d["variants"] = d["variants"][:2]
+    return d
+
+
+def _report(tmp_path: Path, d: dict, **kw) -> dict:
+    args = {k: v for k, v in d.items() if k != "variants"}
+    args.update(kw)
+    return build_report(tmp_path, d["variants"], **args)
+
+
+def _distinct_colours(path: Path) -> int:
+    with Image.open(path) as im:
+        im.load()
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint32)
+    return len(np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]))
+
+
+# --------------------------------------------------------------------------------- metrics
+
+
+def test_ece_of_a_constant_confidence():
+    """All confidences 0.8, 60% correct: one bin, ECE = |0.6 - 0.8| = 0.2."""
+    probs = np.tile(np.array([0.8, 0.05, 0.05, 0.05, 0.05], np.float32), (10, 1))
+    labels = np.array([0] * 6 + [1] * 4)
+    m = variant_metrics(probs, labels, n_bins=15)
+    assert m["ece"] == pytest.approx(0.2, abs=1e-6)
+    conf, acc, count = reliability_bins(probs, labels, 15)
+    assert count.sum() == 10 and np.count_nonzero(count) == 1
+    b = int(np.flatnonzero(count)[0])
+    assert b == 12  # [12/15, 13/15): 0.8 is the left edge, bins are left-closed
+    assert conf[b] == pytest.approx(0.8) and acc[b] == pytest.approx(0.6)
+
+
+def test_ece_and_reliability_bins_agree_with_a_hand_computation():
+    """Three groups in known bins of 10: conf 0.95 all right, 0.55 half right, and saturated
+    (exactly 1.0) 3 of 4 right, which must land in the top bin (not a bin of its own)."""
+    k = 3
+    hi = np.tile(np.array([0.95, 0.03, 0.02], np.float32), (10, 1))  # bin 9, 10/10 right
+    mid = np.tile(np.array([0.55, 0.25, 0.20], np.float32), (6, 1))  # bin 5, 3/6 right
+    sat = np.tile(np.array([1.0, 0.0, 0.0], np.float32), (4, 1))  # bin 9, 3/4 right
+    probs = np.concatenate([hi, mid, sat])
+    labels = np.array([0] * 10 + [0, 0, 0, 1, 1, 2] + [0, 0, 0, 1])
+    conf, acc, count = reliability_bins(probs, labels, 10)
+    assert count.tolist() == [0, 0, 0, 0, 0, 6, 0, 0, 0, 14]
+    assert acc[5] == pytest.approx(0.5) and acc[9] == pytest.approx(13 / 14)
+    assert conf[9] == pytest.approx((10 * 0.95 + 4 * 1.0) / 14, abs=1e-6)
+    assert np.isnan(conf[0]) and np.isnan(acc[0])
+    hand = 6 / 20 * abs(0.5 - 0.55) + 14 / 20 * abs(13 / 14 - (9.5 + 4) / 14)
+    m = variant_metrics(probs, labels, n_bins=10)
+    assert m["ece"] == pytest.approx(hand, abs=1e-5)
+    seen = count > 0
+    from_bins = np.sum(count[seen] / count.sum() * np.abs(acc[seen] - conf[seen]))
+    assert m["ece"] == pytest.approx(from_bins, abs=1e-6)
+
+
+def test_reliability_bins_agree_with_ece_on_random_probs():
+    d = make_demo(3, n=500, num_classes=7, size=8, epochs=0, n_attention=0)
+    for v in d["variants"]:
+        for n_bins in (5, 15):
+            conf, acc, count = reliability_bins(v.probs, d["labels"], n_bins)
+            assert len(count) == n_bins and count.sum() == 500
+            seen = count > 0
+            ece = np.sum(count[seen] / 500 * np.abs(acc[seen] - conf[seen]))
+            assert variant_metrics(v.probs, d["labels"], n_bins=n_bins)["ece"] == \
+                pytest.approx(ece, abs=1e-5)
+
+
+def test_accuracies_and_loss_equal_numpy():
+    rng = np.random.default_rng(1)
+    n, k = 300, 8
+    labels = rng.integers(0, k, n)
+    labels[labels == 7] = 6  # class 7 has no test image
+    probs = synthetic_probs(rng, labels, k, skill=1.5)
+    m = variant_metrics(probs, labels)
+    pred = probs.argmax(1)
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    assert m["top1"] == pytest.approx(np.mean(pred == labels), abs=1e-6)
+    assert m["top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)), abs=1e-6)
+    assert m["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(n), labels])), rel=1e-5)
+    for c in range(7):
+        assert m["per_class"][c] == pytest.approx(np.mean(pred[labels == c] == c), abs=1e-9)
+    assert np.isnan(m["per_class"][7])
+    counts = np.zeros((k, k), int)
+    np.add.at(counts, (labels, pred), 1)
+    np.testing.assert_array_equal(m["confusion"], counts)
+
+
+def test_top_k_is_capped_by_the_number_of_classes_and_zero_probability_is_finite():
+    probs = np.array([[0.0, 0.7, 0.3], [0.2, 0.3, 0.5]], np.float32)
+    labels = np.array([0, 0])
+    m = variant_metrics(probs, labels)
+    assert m["top1"] == 0.0 and m["top5"] == 1.0  # top-3 of 3 classes
+    assert m["loss"] == pytest.approx((-math.log(1e-12) - math.log(0.2)) / 2, rel=1e-5)
+
+
+def test_most_confident_mistakes_first():
+    probs = np.array([
+        [0.9, 0.1, 0.0],  # right
+        [0.2, 0.7, 0.1],  # wrong, 0.7
+        [0.1, 0.1, 0.8],  # wrong, 0.8
+        [0.3, 0.6, 0.1],  # right (label 1)
+        [0.4, 0.6, 0.0],  # wrong, 0.6
+        [0.1, 0.2, 0.7],  # wrong, 0.7 (a tie with 1: test-set order)
+    ], np.float32)
+    labels = np.array([0, 0, 1, 1, 2, 0])
+    assert most_confident_mistakes(probs, labels, 10).tolist() == [2, 1, 5, 4]
+    assert most_confident_mistakes(probs, labels, 2).tolist() == [2, 1]
+    assert most_confident_mistakes(probs, np.array([0, 1, 2, 1, 1, 2]), 4).tolist() == []
+
+
+def test_human_duration():
+    assert human_duration(42.04) == "42.0 s"
+    assert human_duration(725) == "12 min 05 s"
+    assert human_duration(3 * 3600 + 7 * 60 + 20) == "3 h 07 min"
+    assert human_duration(float("nan")) == "–"
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+@pytest.fixture(scope="module")
+def gray_report(tmp_path_factory):
+    """The realistic demo shrunk: 10 classes, 28x28 grayscale, two scratch variants (one without
+    history, throughput, GFLOPs or attention maps) and a finetune one; rollout of 2 images."""
+    out = tmp_path_factory.mktemp("report")
+    d = make_demo(0, n=300, num_classes=10, size=28, channels=1, epochs=6, n_attention=2)
+    v = d["variants"]
+    v[1] = replace(v[1], history=[], images_per_s=float("nan"), gflops=float("nan"),
+                   attention=None)
+    return out, d, _report(out, d)
+
+
+def test_every_file_is_written_and_every_png_is_an_image(gray_report):
+    out, d, _ = gray_report
+    names = [v.name for v in d["variants"]]
+    pngs = FIGURES + [f"confusion_{n}.png" for n in names] + ["attention.png"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(pngs)
+    for name in pngs:
+        with Image.open(out / "figures" / name) as im:
+            im.verify()
+        with Image.open(out / "figures" / name) as im:
+            assert im.format == "PNG" and min(im.size) >= 200
+        assert _distinct_colours(out / "figures" / name) > 20, name
+    for f in ["report.html", "report.md", "per_class.csv"] + [f"curves/{n}.csv" for n in names]:
+        assert (out / f).is_file(), f
+    assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_summary_values_are_plain_floats_equal_to_numpy(gray_report):
+    out, d, summary = gray_report
+    labels = d["labels"]
+    assert list(summary) == [v.name for v in d["variants"]]
+    json.dumps(summary)  # plain Python numbers
+    for v in d["variants"]:
+        s = summary[v.name]
+        pred = v.probs.argmax(1)
+        assert type(s["top1"]) is float and type(s["num_params"]) is int
+        assert s["top1"] == pytest.approx(np.mean(pred == labels), abs=1e-6)
+        top5 = np.argsort(-v.probs, axis=1)[:, :5]
+        assert s["top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)), abs=1e-6)
+        assert set(s) == {"top1", "top5", "loss", "ece", "num_params", "gflops", "train_seconds",
+                          "images_per_s", "per_class_acc"}
+        assert list(s["per_class_acc"]) == d["classes"]
+        for c, name in enumerate(d["classes"]):
+            assert s["per_class_acc"][name] == pytest.approx(np.mean(pred[labels == c] == c))
+        np.testing.assert_equal([s["gflops"], s["images_per_s"]], [v.gflops, v.images_per_s])
+
+
+def test_html_is_self_contained_with_one_image_per_figure_and_the_table(gray_report):
+    out, d, summary = gray_report
+    page = (out / "report.html").read_text()
+    n_png = len(list((out / "figures").glob("*.png")))
+    assert page.count('<img src="data:image/png;base64,') == n_png
+    assert "<script" not in page and not re.search(r'(src|href)="(?!data:)', page)
+    assert "demo" in page.split("</title>")[0]
+    for v in d["variants"]:
+        s = summary[v.name]
+        assert f"<td>{v.name}</td>" in page
+        assert f"{100 * s['top1']:.2f}%" in page and f"{s['loss']:.4f}" in page
+        assert f"{100 * s['ece']:.2f}%" in page
+    best = max(summary.values(), key=lambda s: s["top1"])
+    assert f'<td class="num best">{100 * best["top1"]:.2f}%</td>' in page
+    assert "1 h 08 min" in page  # finetune_b16: 4100 s
+    assert page.count("<figcaption>") == n_png
+
+
+def test_markdown_has_a_row_per_variant_and_the_gain_sentence(gray_report):
+    out, d, summary = gray_report
+    md = (out / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(d["variants"])
+    for v, row in zip(d["variants"], rows[1:]):
+        assert row.startswith(f"| {v.name} | {v.kind} |")
+    best_scratch = max(summary["scratch_ti4"]["top1"], summary["scratch_s4"]["top1"])
+    diff = 100 * (summary["finetune_b16"]["top1"] - best_scratch)
+    assert diff > 0 and f"= {diff:+.2f} points top-1." in md
+
+
+def test_csv_files(gray_report):
+    out, d, summary = gray_report
+    with open(out / "per_class.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["class"] + [v.name for v in d["variants"]]
+    assert [r[0] for r in rows[1:]] == d["classes"]
+    assert float(rows[1][1]) == pytest.approx(summary["scratch_ti4"]["per_class_acc"][
+        d["classes"][0]])
+    with open(out / "curves" / "scratch_ti4.csv") as f:
+        curves = list(csv.DictReader(f))
+    assert list(curves[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
+    hist = d["variants"][0].history
+    assert [int(r["epoch"]) for r in curves] == [h["epoch"] for h in hist]
+    assert float(curves[2]["val_acc"]) == pytest.approx(hist[2]["val/acc"])
+
+
+def test_nan_throughput_and_empty_history(gray_report):
+    out, d, summary = gray_report
+    assert math.isnan(summary["scratch_s4"]["images_per_s"])
+    assert math.isnan(summary["scratch_s4"]["gflops"])
+    assert (out / "curves" / "scratch_s4.csv").read_text() == \
+        "epoch,train_loss,train_acc,val_loss,val_acc,lr\n"
+    row = next(line for line in (out / "report.md").read_text().splitlines()
+               if line.startswith("| scratch_s4 "))
+    assert row.endswith("| – | 2 h 35 min | – |")  # GFLOPs, train time, images/s
+
+
+def test_curves_csv_leaves_missing_values_empty():
+    history = [{"epoch": 0, "val/acc": 0.4}, {"epoch": 1, "train/loss": float("nan")},
+               {"epoch": 2, "val/acc": 0.6, "lr": 1e-3, "train/acc": None}]
+    assert curves_csv(history).splitlines() == [
+        "epoch,train_loss,train_acc,val_loss,val_acc,lr", "0,,,,0.4,", "1,,,,,",
+        "2,,,,0.6,0.001"]
+
+
+def test_gain_sentence_is_negative_when_scratch_wins():
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    right = np.eye(3, dtype=np.float32)[labels] * 0.8 + 0.2 / 3
+    wrong = np.eye(3, dtype=np.float32)[(labels + 1) % 3] * 0.8 + 0.2 / 3
+    half = np.concatenate([right[:3], wrong[3:]])
+    variants = [_variant("ft", "finetune", half), _variant("sc", "scratch", right),
+                _variant("sc2", "scratch", wrong)]
+    summary = {v.name: variant_metrics(v.probs, labels) for v in variants}
+    assert summary["sc"]["top1"] == 1.0 and summary["ft"]["top1"] == 0.5
+    md = markdown_report(summary, variants, dataset="toy", num_classes=3, num_images=6,
+                         n_bins=15)
+    assert "best finetune (ft, 50.00%) minus best scratch (sc, 100.00%) = -50.00 points" in md
+    assert "| sc | scratch | 32d/2L/4p@16 | **100.00%** | **100.00%** |" in md
+    assert "| top-3 |" in md  # top-min(5, K)
+    assert pretraining_gain(summary, variants[1:]) is None
+
+
+def test_misclassified_figure_without_mistakes_says_so():
+    labels = np.array([0, 1, 0, 1])
+    probs = np.eye(2, dtype=np.float32)[labels]
+    images = np.full((4, 8, 8, 1), 128, np.uint8)
+    fig = misclassified_figure("only", images, labels, probs, ["x", "y"], 16)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["only made no mistakes on the 4 test images."]
+
+
+def test_misclassified_figure_titles_and_gray_images():
+    labels = np.array([0, 1, 2, 0])
+    probs = np.array([[0.1, 0.87, 0.03], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.5, 0.4, 0.1]],
+                     np.float32)
+    images = np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1), dtype=np.uint8)
+    fig = misclassified_figure("m", images, labels, probs, ["cat", "dog", "frog"], 16)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title().replace("\n", " ") for ax in shown] == [
+        "cat → dog (p=0.87)", "frog → cat (p=0.60)"]
+    assert all(ax.images[0].get_cmap().name == "gray" for ax in shown)
+    assert shown[0].images[0].get_array().shape == (8, 8)
+
+
+def test_hundred_classes(tmp_path, monkeypatch):
+    """CIFAR-100-like: 32x32 RGB, 2 variants. The figures whose layout depends on the number of
+    classes are rendered for real; the report is built with the others not rasterised."""
+    d = make_demo(4, n=200, num_classes=100, size=32, channels=3, epochs=3, n_attention=1)
+    d["variants"] = d["variants"][1:]
+    real_png = report_mod.png_bytes
+    rendered = []
+
+    def some_png(fig):
+        title = fig.axes[0].get_title()
+        if "Per-class" in title or ("confusion" in title and "finetune" in title):
+            rendered.append(title)
+            return real_png(fig)
+        return tiny_png()
+
+    monkeypatch.setattr(report_mod, "png_bytes", some_png)
+    summary = _report(tmp_path, d)
+    assert len(summary["finetune_b16"]["per_class_acc"]) == 100
+    assert len(rendered) == 2
+    assert len(list((tmp_path / "figures").glob("*.png"))) == len(FIGURES) + 2 + 1
+    for name in ("per_class_accuracy.png", "confusion_finetune_b16.png"):
+        assert _distinct_colours(tmp_path / "figures" / name) > 20, name
+
+
+def test_no_attention_figure_without_maps(tmp_path, no_rendering):
+    d = _tiny(9)
+    d["variants"] = [replace(v, attention=None) for v in d["variants"]]
+    _report(tmp_path, d, attention_index=None)
+    assert not (tmp_path / "figures" / "attention.png").exists()
+    assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == \
+        len(FIGURES) + len(d["variants"])
+
+
+# ------------------------------------------------- failures: nothing partial, nothing stale
+
+
+def tiny_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), "red").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def no_rendering(monkeypatch):
+    """Figures are built but not rasterised (the slow part): each 'PNG' is a fixed small one."""
+    monkeypatch.setattr(report_mod, "png_bytes", lambda fig: tiny_png())
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
+    d = _tiny(5)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="probs must be"):
+        _report(out, d, classes=d["classes"][:-1])
+    with pytest.raises(ValueError, match="attention_index"):
+        _report(out, d, attention_index=None)
+    with pytest.raises(ValueError, match="uint8"):
+        _report(out, d, images=d["images"].astype(np.float32))
+    with pytest.raises(ValueError, match="attention_index must index"):
+        _report(out, d, attention_index=np.array([0, len(d["labels"])]))
+    with pytest.raises(ValueError, match="file name"):
+        _report(out, {**d, "variants": [replace(d["variants"][0], name="../x")]})
+    d["variants"].append(d["variants"][0])
+    with pytest.raises(ValueError, match="unique"):
+        _report(out, d)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("blocker", [".", "figures", "curves"])
+def test_an_unwritable_out_dir_raises_and_writes_no_report(tmp_path, blocker, no_rendering):
+    out = tmp_path / "report"
+    if blocker == ".":
+        out.write_text("not a directory")
+    else:
+        out.mkdir()
+        (out / blocker).write_text("in the way")
+    with pytest.raises(OSError):
+        _report(out, _tiny(6))
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == (["report"] if blocker == "." else [f"report/{blocker}"])
+
+
+@pytest.mark.parametrize("fail_at", ["figures/reliability.png", "report.md", "report.html"])
+def test_a_failed_write_keeps_the_old_report_and_leaves_no_partial_file(tmp_path, monkeypatch,
+                                                                         no_rendering, fail_at):
+    (tmp_path / "report.html").write_text("old report")
+    real = report_mod.atomic_write
+
+    def failing(path, write):
+        def half_then_fail(tmp):
+            tmp.write_bytes(b"<!DOCTYPE html> half a page")
+            raise OSError(28, "No space left on device")
+
+        return real(path, half_then_fail if Path(path) == tmp_path / fail_at else write)
+
+    monkeypatch.setattr(report_mod, "atomic_write", failing)
+    monkeypatch.setattr(report_mod, "atomic_write_text",
+                        lambda path, text: failing(path, lambda tmp: tmp.write_text(text)))
+    with pytest.raises(OSError, match="No space left"):
+        _report(tmp_path, _tiny(7), n_misclassified=4)
+    assert (tmp_path / "report.html").read_text() == "old report"
+    assert not (tmp_path / fail_at).exists() or fail_at == "report.html"
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def test_a_failed_figure_writes_nothing(tmp_path, monkeypatch, no_rendering):
+    def broken(*args, **kwargs):
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setattr(report_mod, "curves_figure", broken)
+    with pytest.raises(RuntimeError, match="rendering failed"):
+        _report(tmp_path, _tiny(8))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+if __name__ == "__main__":  # python tests/test_report.py OUT_DIR: the demo report
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/report_demo")
+    for sub, kw in (("gray28", dict(size=28, channels=1)), ("rgb32", dict(size=32, channels=3))):
+        demo = make_demo(0, **kw)
+        res = _report(out / sub, demo)
+        print(out / sub, {k: round(v["top1"], 4) for k, v in res.items()})
