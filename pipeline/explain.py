@@ -11,7 +11,7 @@ never materialises the attention matrix, so a forward hook on each block's ``att
 captures q and k and recomputes ``softmax(q k^T * scale)`` (in float32) on the side.
 
     >>> from pipeline.predict import Predictor, load_image
-    >>> p = Predictor.load("models/finetune/best.ckpt")
+    >>> p = Predictor.load("models/finetune_b16/best.ckpt")
     >>> mask = p.explain("cat.png")              # (grid, grid), sums to 1
     >>> overlay(load_image("cat.png"), mask).save("cat_attention.png")
 

@@ -13,15 +13,15 @@ through ``DevicePreprocess`` on the device, the module training uses: the whole 
 (bicubic, antialiased when shrinking; not cropped, so a non-square image is stretched) to the
 model's square input size and normalised as in training.
 
-    python -m pipeline.predict --model models/finetune/best.ckpt photos/ cat.png
+    python -m pipeline.predict --model models/finetune_b16/best.ckpt photos/ cat.png
     python -m pipeline.predict --model runs:/<run_id> --json --top-k 3 --explain attn/ photos/
-    vit-predict --model models:/vit-cifar10-finetune/1 photos/
+    vit-predict --model models:/vit-cifar10-finetune_b16/1 photos/
 
 Exit code: 0 when every image was predicted, 1 when some file could not be read (each such file
 gets its own error entry; the others are still predicted), 2 when nothing was run (bad model
 source, no images found, bad arguments).
 
-    >>> p = Predictor.load("models/finetune/best.ckpt")
+    >>> p = Predictor.load("models/finetune_b16/best.ckpt")
     >>> p.predict(["cat.png", pil_image, uint8_array], top_k=3)[0].top_k
     (('cat', 0.91), ('dog', 0.05), ('deer', 0.01))
 """
