@@ -1,0 +1,202 @@
+"""Training throughput: our ViT against timm's VisionTransformer, and the data pipeline against both.
+
+In one process, on one device, for one config (a ``scratch`` or ``finetune`` variant of a params
+file, or ``--variant``/``--img-size``):
+
+1. a training step (forward, cross-entropy, backward, AdamW step; bf16 autocast and fused AdamW
+   on a GPU, fp32 on a CPU) of our ViT and of timm's ``VisionTransformer`` built with the same
+   sizes, alternated in rounds so that clock and thermal drift hit both alike: images/s of each,
+   the ratio ours/timm, and on a GPU the peak memory of each;
+2. the data pipeline alone: the variant's train loader (albumentations in ``num_workers``
+   workers, the same sampler and per-sample seeding as training) over prepared arrays, moved to
+   the device, preprocessed and Mixup/CutMix-ed there: images/s, and its ratio to the model.
+
+    python benchmarks/train_step.py --params params.yaml --variant-name scratch_ti4
+    python benchmarks/train_step.py --variant B/16 --img-size 224 --batch-size 128
+
+Prints a table; nothing is written. timm is a dev dependency (``pip install -e '.[dev]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import load_params
+from pipeline.data import PreparedDataModule
+from pipeline.data.prepare import prepare_dataset
+from pipeline.data.sources import RawDataset
+from pipeline.models import build_vit
+from pipeline.training.mixing import BatchMix
+from pipeline.training.preprocess import DevicePreprocess
+
+
+def timm_twin(cfg):
+    """timm's VisionTransformer with our config's sizes (class token, no pre-norm, as ours)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=cfg.img_size, patch_size=cfg.patch_size,
+                             in_chans=cfg.in_chans, num_classes=cfg.num_classes,
+                             embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
+                             mlp_ratio=cfg.mlp_ratio, drop_path_rate=cfg.drop_path)
+
+
+def step_fn(model, device, batch_size, img_size, num_classes, amp):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    y = torch.randint(0, num_classes, (batch_size,), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step, n, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def bench_models(cfg, device, batch_size, steps, rounds, amp) -> dict[str, dict]:
+    models = {"ours": build_vit("custom", **cfg.to_dict()), "timm": timm_twin(cfg)}
+    out = {}
+    steps_fns = {}
+    for name, model in models.items():
+        model.to(device).train()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        steps_fns[name] = step_fn(model, device, batch_size, cfg.img_size, cfg.num_classes, amp)
+        time_steps(steps_fns[name], 3, device)  # warm-up: kernels, allocator, optimizer state
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        out[name] = {"params": sum(p.numel() for p in model.parameters()), "peak_gib": peak,
+                     "rates": []}
+    for _ in range(rounds):  # alternate, so drift hits both alike
+        for name, step in steps_fns.items():
+            out[name]["rates"].append(batch_size * steps / time_steps(step, steps, device))
+    for r in out.values():
+        r["images_per_s"] = statistics.median(r["rates"])
+    return out
+
+
+def synthetic_prepared(root: Path, shape, num_classes: int, n: int, seed: int = 0) -> Path:
+    """Prepared arrays of random uint8 images of ``shape`` (the pipeline's cost does not depend
+    on the pixel values), written by the real prepare code."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % num_classes
+    raw = RawDataset(name="cifar10" if num_classes == 10 else "cifar100",
+                     classes=[f"c{i}" for i in range(num_classes)],
+                     train_images=rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+                     train_labels=labels.astype(np.int64),
+                     test_images=rng.integers(0, 256, (num_classes, *shape), dtype=np.uint8),
+                     test_labels=np.arange(num_classes, dtype=np.int64), sources={})
+    prepare_dataset(raw, root / "prepared", val_fraction=0.02, seed=seed)
+    return root / "prepared"
+
+
+def bench_data(data_dir, augment, cfg, device, batch_size, num_workers, batches) -> float:
+    dm = PreparedDataModule(str(data_dir), batch_size=batch_size, num_workers=num_workers,
+                            crop_padding=augment.crop_padding, hflip=augment.hflip,
+                            randaugment=(augment.randaugment.num_ops, augment.randaugment.magnitude)
+                            if augment.randaugment else None, erasing=augment.erasing)
+    dm.setup("fit")
+    pre = DevicePreprocess(cfg.img_size, cfg.in_chans).to(device)
+    mix = BatchMix.from_params(dm.num_classes, augment)
+    loader = iter(dm.train_dataloader())
+    n, t0 = 0, None
+    for i in range(batches + 2):
+        images, labels = next(loader)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        x = pre(images)
+        if mix is not None:
+            x, _ = mix(x, labels)
+        if i == 1:  # after the workers' start-up
+            sync(device)
+            t0 = time.perf_counter()
+        elif i > 1:
+            n += len(labels)
+    sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--variant-name", help="a scratch or finetune variant of --params")
+    ap.add_argument("--variant", help="a ViT name such as B/16 (instead of --variant-name)")
+    ap.add_argument("--img-size", type=int)
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--num-classes", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10, help="training steps per timed round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--data", type=Path, help="prepared dir (default: synthetic, 32x32x3)")
+    ap.add_argument("--data-batches", type=int, default=30)
+    ap.add_argument("--num-workers", type=int, help="default: base.trainer.num_workers")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    device = torch.device(args.device)
+    amp = device.type == "cuda"
+    if args.variant_name:
+        _, vp = params.variant(args.variant_name)
+        cfg = vp.model.vit_config(num_classes=args.num_classes)
+        batch_size = args.batch_size or vp.train.batch_size
+        augment, label = vp.augment, args.variant_name
+    else:
+        if not args.variant or not args.img_size:
+            ap.error("give --variant-name, or --variant and --img-size")
+        from pipeline.models.variants import variant_config
+
+        cfg = variant_config(args.variant, num_classes=args.num_classes, img_size=args.img_size)
+        batch_size, augment, label = args.batch_size or 128, None, args.variant
+    torch.manual_seed(0)
+    print(f"{label}: {cfg.embed_dim}d/{cfg.depth}L/{cfg.patch_size}p@{cfg.img_size}, batch "
+          f"{batch_size}, {device} ({torch.cuda.get_device_name(device) if amp else 'fp32'}"
+          f"{', bf16 autocast, fused AdamW' if amp else ''}), torch {torch.__version__}")
+    res = bench_models(cfg, device, batch_size, args.steps, args.rounds, amp)
+    for name, r in res.items():
+        peak = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"
+        rates = ", ".join(f"{v:.0f}" for v in r["rates"])
+        print(f"  train step {name:4s}: {r['images_per_s']:9.1f} images/s (rounds: {rates}); "
+              f"{r['params'] / 1e6:.2f}M params; peak memory {peak}")
+    ratio = res["ours"]["images_per_s"] / res["timm"]["images_per_s"]
+    print(f"  ours / timm: {ratio:.3f}x")
+    if augment is None:
+        return
+    workers = params.base.trainer.num_workers if args.num_workers is None else args.num_workers
+    with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or synthetic_prepared(Path(tmp), (32, 32, 3), args.num_classes,
+                                               n=max(4096, batch_size * (args.data_batches + 4)))
+        rate = bench_data(data, augment, cfg, device, batch_size, workers, args.data_batches)
+    print(f"  data pipeline ({workers} workers, RandAugment "
+          f"{'on' if augment.randaugment else 'off'}, erasing {augment.erasing}): "
+          f"{rate:.0f} images/s = {rate / res['ours']['images_per_s']:.2f}x what the model "
+          f"consumes (goal >= 2x)")
+
+
+if __name__ == "__main__":
+    main()
