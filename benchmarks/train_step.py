@@ -119,11 +119,11 @@ def synthetic_prepared(root: Path, shape, num_classes: int, n: int, seed: int = 
 def bench_data(data_dir, augment, cfg, device, batch_size, num_workers, batches) -> float:
     dm = PreparedDataModule(str(data_dir), batch_size=batch_size, num_workers=num_workers,
                             crop_padding=augment.crop_padding, hflip=augment.hflip,
-                            randaugment=(augment.randaugment.num_ops, augment.randaugment.magnitude)
-                            if augment.randaugment else None, erasing=augment.erasing)
+                            randaugment=augment.randaugment_args, erasing=augment.erasing)
     dm.setup("fit")
     pre = DevicePreprocess(cfg.img_size, cfg.in_chans).to(device)
-    mix = BatchMix.from_params(dm.num_classes, augment)
+    mix = BatchMix.create(dm.num_classes, mixup_alpha=augment.mixup_alpha,
+                          cutmix_alpha=augment.cutmix_alpha, prob=augment.mix_prob)
     loader = iter(dm.train_dataloader())
     n, t0 = 0, None
     for i in range(batches + 2):

@@ -148,6 +148,12 @@ class AugmentParams(_Strict):
     cutmix_alpha: NonNegFloat
     mix_prob: Annotated[float, Field(ge=0.0, le=1.0)]  # fraction of batches mixed
 
+    @property
+    def randaugment_args(self) -> tuple[int, float] | None:
+        """``(num_ops, magnitude)`` as the data module takes it, or None."""
+        ra = self.randaugment
+        return None if ra is None else (ra.num_ops, ra.magnitude)
+
 
 class StageParams(_Strict):
     model: ModelParams

@@ -30,12 +30,11 @@ from ..atomic import atomic_write_json, atomic_write_text
 from ..config import Params
 from ..data import load_prepared
 from ..evaluation import evaluate_model, forward_gflops, load_trained
-from ..explain import rollout
 from ..models import CheckpointError, VisionTransformer
+from ..predict import Predictor
 from ..report import VariantResult, build_report
 from ..serving import log_serving_model
 from ..training.history import HISTORY
-from ..training.preprocess import DevicePreprocess
 from ..training.run import resolve_accelerator, resolve_precision
 from ..training.tracking import (
     GROUP_TAG,
@@ -75,16 +74,6 @@ def attention_images(labels: np.ndarray, n: int = 6) -> np.ndarray:
     ``n`` classes present (deterministic, and varied)."""
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
     return np.array(firsts[:n], dtype=np.int64)
-
-
-def attention_maps(model: VisionTransformer, images: np.ndarray, device) -> np.ndarray:
-    """(M, grid, grid) attention rollout of ``model`` for uint8 ``images``."""
-    cfg = model.cfg
-    pre = DevicePreprocess(cfg.img_size, cfg.in_chans).to(device)
-    with torch.no_grad():
-        _, maps = rollout(model.to(device).eval(), pre(torch.from_numpy(np.array(images))
-                                                        .to(device)))
-    return maps.float().cpu().numpy()
 
 
 def read_history(model_dir: Path) -> list[dict]:
@@ -154,6 +143,7 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
         runs[name] = json.loads(run_file.read_text())
         model, _ = load_trained(model_dir / runs[name]["best_ckpt"])
         models[name] = model
+        explainer = Predictor(model, classes, device=device)  # predict's own rollout path
         res = evaluate_model(model, images, labels, batch_size=params.evaluate.batch_size,
                              device=device, amp_dtype=dtype)
         cfg = model.cfg
@@ -163,7 +153,7 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
             num_params=res.num_params, gflops=forward_gflops(model),
             train_seconds=float(runs[name]["train_seconds"]), images_per_s=res.images_per_s,
             probs=res.probs, history=read_history(model_dir),
-            attention=attention_maps(model, images[shown], device),
+            attention=np.stack([explainer.explain(img) for img in images[shown]]),
         ))
         write_confusion_csv(out / "confusion" / f"{name}.csv", labels, res.predictions, classes)
         log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", name, res.top1, res.top5,

@@ -33,10 +33,10 @@ class BatchMix:
         self.op = None if not ops else ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
 
     @classmethod
-    def from_params(cls, num_classes: int, augment) -> BatchMix | None:
-        """None when ``augment`` (an :class:`pipeline.config.AugmentParams`) mixes nothing."""
-        mix = cls(num_classes, mixup_alpha=augment.mixup_alpha, cutmix_alpha=augment.cutmix_alpha,
-                  prob=augment.mix_prob)
+    def create(cls, num_classes: int, *, mixup_alpha: float, cutmix_alpha: float,
+               prob: float) -> BatchMix | None:
+        """A :class:`BatchMix`, or None when it would mix nothing."""
+        mix = cls(num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob)
         return mix if mix.prob > 0 else None
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,

@@ -88,9 +88,9 @@ class ViTClassifier(L.LightningModule):
         self.model = model
         self.preprocess = DevicePreprocess(model.cfg.img_size, model.cfg.in_chans)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        mix = BatchMix(num_classes, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
-                       prob=mix_prob)
-        self.mix = mix if mix.prob > 0 else None  # Mixup/CutMix of training batches
+        # Mixup/CutMix of training batches; None: off
+        self.mix = BatchMix.create(num_classes, mixup_alpha=mixup_alpha,
+                                   cutmix_alpha=cutmix_alpha, prob=mix_prob)
         top5 = min(5, num_classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss = MeanMetric()

@@ -103,8 +103,7 @@ def fit(
         num_workers=trainer_params.num_workers,
         crop_padding=aug.crop_padding,
         hflip=aug.hflip,
-        randaugment=(aug.randaugment.num_ops, aug.randaugment.magnitude)
-        if aug.randaugment else None,
+        randaugment=aug.randaugment_args,
         erasing=aug.erasing,
         seed=seed,
     )
