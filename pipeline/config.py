@@ -45,14 +45,29 @@ class _Strict(BaseModel):
 
 
 class TrainerParams(_Strict):
-    """Hardware and scale-out, passed straight to ``lightning.Trainer``."""
+    """Hardware and scale-out, passed to ``lightning.Trainer`` (see
+    :mod:`pipeline.training.hardware` for what ``strategy: fsdp`` and ``compile`` build)."""
 
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
     devices: PosInt | Literal["auto"] | list[NonNegInt]
     num_nodes: PosInt
-    strategy: str
+    strategy: str  # "auto" or a Lightning strategy name: ddp, fsdp, ddp_find_unused..., ...
     precision: Literal["bf16-mixed", "16-mixed", "32-true", "bf16-true"]
     num_workers: NonNegInt
+    compile: bool  # torch.compile the ViT's forward (checkpoint keys unchanged)
+
+    @model_validator(mode="after")
+    def _known_strategy(self) -> TrainerParams:
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        known = ["auto", *StrategyRegistry.available_strategies()]
+        if self.strategy not in known:
+            raise ValueError(f"strategy {self.strategy!r} is not a Lightning strategy; "
+                             f"one of {sorted(known)}")
+        if self.strategy.startswith("fsdp") and self.accelerator in ("cpu", "mps"):
+            raise ValueError(f"strategy {self.strategy!r} needs CUDA GPUs (FSDP has no CPU "
+                             f"path), not accelerator {self.accelerator!r}; use ddp")
+        return self
 
 
 class BaseParams(_Strict):

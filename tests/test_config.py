@@ -69,6 +69,13 @@ def test_missing_key_is_an_error_not_a_silent_default():
         (lambda d: d["base"]["trainer"].update(precision="fp8"),
          "base.trainer.precision: Input should be 'bf16-mixed', '16-mixed', '32-true' or "
          "'bf16-true'; got 'fp8'"),
+        (lambda d: d["base"]["trainer"].update(strategy="dpp"),
+         "base.trainer: strategy 'dpp' is not a Lightning strategy; one of ['auto', 'ddp',"),
+        (lambda d: d["base"]["trainer"].update(strategy="fsdp", accelerator="cpu"),
+         "base.trainer: strategy 'fsdp' needs CUDA GPUs (FSDP has no CPU path), not "
+         "accelerator 'cpu'; use ddp"),
+        (lambda d: d["base"]["trainer"].update(compile="max-autotune"),
+         "base.trainer.compile: Input should be a valid boolean"),
         (lambda d: d["pretrained"]["b16_in21k"].update(source="file"),
          "pretrained.b16_in21k: source 'file' needs path"),
         (lambda d: d["pretrained"]["b16_in21k"].update(pretrain={"dataset": "digits"}),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -184,22 +185,27 @@ class PreparedDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.dataset(split)
+        trainer = self.trainer  # None outside a Trainer: one process
+        world = trainer.world_size if trainer else 1
+        rank = trainer.global_rank if trainer else 0
         sampler = None
         if shuffle:
-            trainer = self.trainer  # None outside a Trainer: one process
-            sampler = EpochSampler(
-                dataset,
-                seed=self.seed,
-                num_replicas=trainer.world_size if trainer else 1,
-                rank=trainer.global_rank if trainer else 0,
-            )
+            sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank)
+        elif world > 1:
+            # Each sample exactly once across ranks (shares differ by at most one): Lightning's
+            # default DistributedSampler pads with repeats, which would count them twice in
+            # val/acc. The metrics sync sums, so the epoch's figures are the full split's.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank,
+                                                   shuffle=False)
+        device = trainer.strategy.root_device.type if trainer else None
+        on_gpu = device == "cuda" if trainer else torch.cuda.is_available()
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
             drop_last=shuffle and len(dataset) > batch_size,
             num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=on_gpu,  # page-locked batches: Lightning copies them with non_blocking
             persistent_workers=self.num_workers > 0,
         )
 

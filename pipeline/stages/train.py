@@ -61,8 +61,9 @@ def run(params: Params, args: argparse.Namespace) -> TrainResult:
         out_dir=out, logged_params=logged, fresh=True if args.fresh else None,
         group=comparison_group(params), **extra,
     )
-    log.info("%s: best val/acc %.4f in %.0f s (MLflow run %s)",
-             args.variant, result.best_val_acc, result.train_seconds, result.run_id)
+    if result.run_id is not None:  # global rank 0 (the other ranks have no run)
+        log.info("%s: best val/acc %.4f in %.0f s (MLflow run %s)",
+                 args.variant, result.best_val_acc, result.train_seconds, result.run_id)
     return result
 
 

@@ -16,13 +16,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    EMAWeightAveraging,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ThroughputMonitor,
+)
 
 from ..atomic import atomic_write_json
 from ..config import StageParams, TrainerParams
 from ..data import PreparedDataModule
 from ..models import VisionTransformer
 from .checkpoint_io import FiniteCheckpointIO
+from .hardware import build_strategy, compile_model, train_flops_per_batch
 from .history import EpochHistory
 from .module import ViTClassifier
 from .resume import Resumable, decide, fingerprint, fresh_requested
@@ -71,6 +77,21 @@ def resolve_precision(trainer: TrainerParams) -> tuple[str, str | None]:
     return want, None
 
 
+def batch_size_of(batch) -> int:
+    """Images in an ``(images, labels)`` batch (ThroughputMonitor's ``batch_size_fn``)."""
+    return len(batch[1])
+
+
+def world_size_hint(trainer: TrainerParams) -> int:
+    """Processes the Trainer will run, where the params say it (``devices: auto``: 1)."""
+    devices = trainer.devices
+    if isinstance(devices, list):
+        per_node = len(devices)
+    else:
+        per_node = devices if isinstance(devices, int) else 1
+    return per_node * trainer.num_nodes
+
+
 def fit(
     *,
     name: str,
@@ -112,6 +133,10 @@ def fit(
         raise ValueError(
             f"{data_dir} has {dm.num_classes} classes but the model head has {model.cfg.num_classes}"
         )
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for what runs in fp32
+    if trainer_params.compile:
+        compile_model(model)
     module = ViTClassifier(
         model,
         num_classes=dm.num_classes,
@@ -130,6 +155,8 @@ def fit(
         cutmix_alpha=aug.cutmix_alpha,
         mix_prob=aug.mix_prob,
     )
+    # read by ThroughputMonitor: FLOPs/s over the device's peak is train/device/mfu
+    module.flops_per_batch = train_flops_per_batch(model.cfg, tr.batch_size)
     precision, notice = resolve_precision(trainer_params)
     if notice:
         log.warning(notice)
@@ -158,12 +185,15 @@ def fit(
         # Every epoch, improved or not: Lightning 2.6's save_last=True rewrites last.ckpt only in
         # an epoch that also saved a top-k checkpoint, so a resume would lose the epochs since.
         last = ModelCheckpoint(dirpath=out_dir, filename="last", enable_version_counter=False)
+        # batches per epoch on each rank (the sampler splits the train set across ranks)
+        per_rank = max(1, len(dm.train_dataloader()) // world_size_hint(trainer_params))
+        log_every = min(50, per_rank)
         trainer = L.Trainer(
             max_epochs=tr.epochs,
             accelerator=resolve_accelerator(trainer_params.accelerator),
             devices=trainer_params.devices,
             num_nodes=trainer_params.num_nodes,
-            strategy=trainer_params.strategy,
+            strategy=build_strategy(trainer_params.strategy),
             precision=precision,
             gradient_clip_val=tr.grad_clip,
             logger=logger,
@@ -172,13 +202,15 @@ def fit(
                 ckpt,
                 last,
                 LearningRateMonitor(logging_interval="epoch"),
+                # train/samples_per_sec, train/device/mfu, ... over a window of steps
+                ThroughputMonitor(batch_size_of, window_size=max(2, min(100, per_rank))),
                 RecordFailure(),
                 resumable,
                 *([EMAWeightAveraging(decay=tr.ema_decay)] if tr.ema_decay else []),
             ],
             plugins=[FiniteCheckpointIO()],
             default_root_dir=out_dir,
-            log_every_n_steps=min(50, max(1, len(dm.train_dataloader()))),
+            log_every_n_steps=log_every,
             deterministic=False,
         )
         # an explicit path or None: never Lightning's ckpt_path="last", which only warns when

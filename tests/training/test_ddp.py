@@ -1,15 +1,41 @@
-"""The frozen-then-unfrozen schedule under DDP: 2 CPU processes (gloo), real all-reduce.
+"""Training on several processes through Lightning's DDP: 2 CPU processes (gloo), real all-reduce.
 
-Lightning's BackboneFinetuning unfreezes parameters that DDP never registered (issue 20340);
-our design keeps every parameter registered from the start. Asserts, on every rank: the backbone
-did not move in the frozen epoch, it moved after, and all ranks hold identical weights.
+1. The frozen-then-unfrozen schedule on a bare Trainer (``ddp_spawn``): Lightning's
+   BackboneFinetuning unfreezes parameters that DDP never registered (issue 20340); our design
+   keeps every parameter registered from the start. On every rank: the backbone did not move in
+   the frozen epoch, it moved after, and all ranks hold identical weights.
+2. The real fine-tune stage, ``python -m pipeline.stages.train`` with ``devices: 2, strategy:
+   ddp``, launched the way ``dvc repro`` launches it (Lightning re-runs the command per rank):
+   one MLflow run and one checkpoint set (rank 0), validation metrics over every sample exactly
+   once although the ranks' shares differ, and the same weights as one process with the same
+   global batch.
 """
 
-import lightning as L
-import torch
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
+import lightning as L
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import TINY_MODEL, make_tiny_params
+from pipeline.config import parse_params
+from pipeline.data import load_prepared, load_raw, prepare_dataset
+from pipeline.evaluation import evaluate_model, load_trained
 from pipeline.models import build_vit
+from pipeline.models.pretrained import save_checkpoint
+from pipeline.stages import train as train_stage
 from pipeline.training import ViTClassifier
+from pipeline.workspace import stage_env
+
+VARIANT = "finetune"
+CKPT_SET = ["best.ckpt", "history.json", "last.ckpt", "resume.json", "run.json"]
 
 
 class _Data(L.LightningDataModule):
@@ -50,3 +76,106 @@ def test_frozen_then_unfrozen_is_identical_across_ddp_ranks(tmp_path):
     for e in (0, 1):
         for k in start:
             assert torch.equal(w[0, e][k], w[1, e][k]), f"ranks differ in {k} after epoch {e}"
+
+
+def _params(devices: int, batch_size: int) -> dict:
+    p = make_tiny_params()
+    p["base"]["trainer"].update(devices=devices, strategy="ddp" if devices > 1 else "auto")
+    ft = p["finetune"][VARIANT]
+    ft["train"].update(batch_size=batch_size, epochs=2, warmup_epochs=0.5)
+    ft.update(freeze_epochs=1)
+    p["pretrained"]["tiny"] = {"source": "file", "path": "pre.safetensors"}
+    return p
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The stage on 2 processes x 8 images (a subprocess, as dvc runs it), and in this process
+    on 1 x 16: the same global batches (the sampler splits each seeded permutation by rank)."""
+    root = tmp_path_factory.mktemp("ddp")
+    data = root / "prepared"
+    # 132 train, 33 val: the ranks validate 17 and 16 images
+    prepare_dataset(load_raw("digits", root / "raw"), data, val_fraction=0.2, seed=0,
+                    max_train=165, max_test=20)
+    torch.manual_seed(1)
+    cfg = {k: v for k, v in TINY_MODEL.items()
+           if k not in ("variant", "dropout", "attn_dropout", "drop_path")}
+    pretrained = save_checkpoint(build_vit("custom", num_classes=7, **cfg),
+                                 root / "pre.safetensors")
+    (root / "ddp.yaml").write_text(yaml.safe_dump(_params(2, 8)))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "pipeline.stages.train", VARIANT, "--params", "ddp.yaml",
+           "--data", str(data), "--out", "models/ddp", "--pretrained", str(pretrained)]
+    proc = subprocess.run(cmd, cwd=root, env={**stage_env(), "MLFLOW_TRACKING_URI": uri},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'one.db'}")
+        args = SimpleNamespace(variant=VARIANT, data=str(data), out=str(root / "models/one"),
+                               pretrained=str(pretrained), fresh=False)
+        train_stage.run(parse_params(_params(1, 16)), args)
+    return SimpleNamespace(root=root, data=data, uri=uri, pretrained=pretrained,
+                           ddp=root / "models/ddp", one=root / "models/one")
+
+
+def _weights(ckpt) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("model.")}
+
+
+def test_rank_zero_alone_logs_and_saves(runs):
+    assert sorted(os.listdir(runs.ddp)) == CKPT_SET
+    client = mlflow.MlflowClient(runs.uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == "tests"]
+    found = client.search_runs([exp.experiment_id])
+    parents = [r for r in found if r.data.tags.get("pipeline.role") == "parent"]
+    children = [r for r in found if r.info.run_name == VARIANT]
+    assert len(found) == 2 and len(parents) == 1 and len(children) == 1, \
+        [(r.info.run_name, r.data.tags) for r in found]
+    run = children[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    # one value per epoch, not one per rank
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [7, 15]
+    run_json = json.loads((runs.ddp / "run.json").read_text())
+    assert run_json["run_id"] == run.info.run_id and run_json["epochs"] == 2
+    # ThroughputMonitor: the global rate counts both ranks
+    m = run.data.metrics
+    assert m["train/samples_per_sec"] == pytest.approx(2 * m["train/device/samples_per_sec"])
+
+
+def test_val_metrics_count_every_sample_once(runs):
+    """Lightning's default sampler would pad the 33 val images to 34 with a repeat."""
+    _, splits = load_prepared(runs.data)
+    images, labels = splits["val"]
+    assert len(labels) % 2 == 1
+    model, _ = load_trained(runs.ddp / "last.ckpt")  # the weights the last validation saw
+    single = evaluate_model(model, images, labels, batch_size=64, device=torch.device("cpu"))
+    last = json.loads((runs.ddp / "history.json").read_text())[-1]
+    assert last["val/acc"] == pytest.approx(single.top1, abs=1e-6)
+    assert last["val/loss"] == pytest.approx(single.loss, abs=1e-5)
+    correct = single.top1 * len(labels)
+    assert correct == pytest.approx(round(correct), abs=1e-4)  # a count out of 33, not of 34
+    client = mlflow.MlflowClient(runs.uri)
+    run_id = json.loads((runs.ddp / "run.json").read_text())["run_id"]
+    assert client.get_run(run_id).data.metrics["val/acc"] == pytest.approx(single.top1, abs=1e-6)
+
+
+def test_frozen_then_unfrozen_matches_one_device(runs):
+    ddp, one = _weights(runs.ddp / "last.ckpt"), _weights(runs.one / "last.ckpt")
+    assert sorted(ddp) == sorted(one)
+    for k in one:
+        torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=1e-5, msg=k)
+    rows = [json.loads((r / "history.json").read_text()) for r in (runs.ddp, runs.one)]
+    assert len(rows[0]) == len(rows[1]) == 2
+    for a, b in zip(*rows):
+        assert a == pytest.approx(b, abs=1e-5)
+    # and it did train: the head from zero, the backbone away from its pretrained weights
+    from safetensors.torch import load_file
+
+    start = load_file(runs.pretrained)
+    assert ddp["model.head.weight"].abs().sum() > 0
+    moved = [k for k in ddp if not k.startswith("model.head.")
+             and k.removeprefix("model.") in start
+             and not torch.equal(ddp[k], start[k.removeprefix("model.")])]
+    assert moved
