@@ -6,13 +6,16 @@ file, or ``--variant``/``--img-size``):
 1. a training step (forward, cross-entropy, backward, AdamW step; bf16 autocast and fused AdamW
    on a GPU, fp32 on a CPU) of our ViT and of timm's ``VisionTransformer`` built with the same
    sizes, alternated in rounds so that clock and thermal drift hit both alike: images/s of each,
-   the ratio ours/timm, and on a GPU the peak memory of each;
+   the ratio ours/timm, MFU (training FLOPs/s, counted by torch's FLOP counter, over the
+   device's dense peak from Lightning's table) and on a GPU the peak memory of each, for one or
+   several batch sizes (``--batch-sizes``), optionally ``torch.compile``-d (``--compile``);
+   on a GPU also whether the flash kernel of ``scaled_dot_product_attention`` takes our attention;
 2. the data pipeline alone: the variant's train loader (albumentations in ``num_workers``
    workers, the same sampler and per-sample seeding as training) over prepared arrays, moved to
    the device, preprocessed and Mixup/CutMix-ed there: images/s, and its ratio to the model.
 
     python benchmarks/train_step.py --params params.yaml --variant-name scratch_ti4
-    python benchmarks/train_step.py --variant B/16 --img-size 224 --batch-size 128
+    python benchmarks/train_step.py --variant B/16 --img-size 224 --batch-sizes 64,128,256
 
 Prints a table; nothing is written. timm is a dev dependency (``pip install -e '.[dev]'``).
 """
@@ -37,6 +40,7 @@ from pipeline.data import PreparedDataModule
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.sources import RawDataset
 from pipeline.models import build_vit
+from pipeline.training.hardware import train_flops_per_batch
 from pipeline.training.mixing import BatchMix
 from pipeline.training.preprocess import DevicePreprocess
 
@@ -80,12 +84,37 @@ def time_steps(step, n, device) -> float:
     return time.perf_counter() - t0
 
 
-def bench_models(cfg, device, batch_size, steps, rounds, amp) -> dict[str, dict]:
+def peak_flops(device) -> float | None:
+    """The device's dense bf16 peak FLOP/s (Lightning's table), None on a CPU."""
+    if device.type != "cuda":
+        return None
+    from lightning.fabric.utilities.throughput import get_available_flops
+
+    return get_available_flops(device, torch.bfloat16)
+
+
+def flash_check(cfg, device) -> str:
+    """Whether our attention runs on the flash kernel alone (bf16, on this GPU)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = build_vit("custom", **cfg.to_dict()).to(device)
+    x = torch.randn(2, 3, cfg.img_size, cfg.img_size, device=device)
+    try:
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", torch.bfloat16):
+            model(x).float().sum().backward()
+    except RuntimeError as e:
+        return f"no ({str(e).splitlines()[0]})"
+    return "yes (forward and backward)"
+
+
+def bench_models(cfg, device, batch_size, steps, rounds, amp, compile_=False) -> dict[str, dict]:
     models = {"ours": build_vit("custom", **cfg.to_dict()), "timm": timm_twin(cfg)}
     out = {}
     steps_fns = {}
     for name, model in models.items():
         model.to(device).train()
+        if compile_:
+            model.compile()  # in place, for both
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         steps_fns[name] = step_fn(model, device, batch_size, cfg.img_size, cfg.num_classes, amp)
@@ -149,6 +178,8 @@ def main() -> None:
     ap.add_argument("--variant", help="a ViT name such as B/16 (instead of --variant-name)")
     ap.add_argument("--img-size", type=int)
     ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--batch-sizes", help="comma-separated, e.g. 64,128,256 (the model part)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models")
     ap.add_argument("--num-classes", type=int, default=10)
     ap.add_argument("--steps", type=int, default=10, help="training steps per timed round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -174,19 +205,38 @@ def main() -> None:
         cfg = variant_config(args.variant, num_classes=args.num_classes, img_size=args.img_size)
         batch_size, augment, label = args.batch_size or 128, None, args.variant
     torch.manual_seed(0)
-    print(f"{label}: {cfg.embed_dim}d/{cfg.depth}L/{cfg.patch_size}p@{cfg.img_size}, batch "
-          f"{batch_size}, {device} ({torch.cuda.get_device_name(device) if amp else 'fp32'}"
-          f"{', bf16 autocast, fused AdamW' if amp else ''}), torch {torch.__version__}")
-    res = bench_models(cfg, device, batch_size, args.steps, args.rounds, amp)
-    for name, r in res.items():
-        peak = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"
-        rates = ", ".join(f"{v:.0f}" for v in r["rates"])
-        print(f"  train step {name:4s}: {r['images_per_s']:9.1f} images/s (rounds: {rates}); "
-              f"{r['params'] / 1e6:.2f}M params; peak memory {peak}")
-    ratio = res["ours"]["images_per_s"] / res["timm"]["images_per_s"]
-    print(f"  ours / timm: {ratio:.3f}x")
-    if augment is None:
+    sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [batch_size]
+    peak = peak_flops(device)
+    flops_per_image = train_flops_per_batch(cfg, 1)
+    print(f"{label}: {cfg.embed_dim}d/{cfg.depth}L/{cfg.patch_size}p@{cfg.img_size}, "
+          f"{device} ({torch.cuda.get_device_name(device) if amp else 'fp32'}"
+          f"{', bf16 autocast, fused AdamW' if amp else ''}"
+          f"{', torch.compile' if args.compile else ''}), torch {torch.__version__}; "
+          f"{flops_per_image / 1e9:.2f} GFLOPs per training image; peak "
+          f"{f'{peak / 1e12:.0f} TFLOP/s bf16 dense' if peak else 'n/a (CPU)'}")
+    if amp:
+        print(f"  flash attention: {flash_check(cfg, device)}")
+    rate_at = {}
+    for bs in sizes:
+        try:
+            res = bench_models(cfg, device, bs, args.steps, args.rounds, amp, args.compile)
+        except torch.cuda.OutOfMemoryError:
+            print(f"  batch {bs}: out of memory")
+            torch.cuda.empty_cache()
+            continue
+        for name, r in res.items():
+            mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"
+            mfu = (f"{r['images_per_s'] * flops_per_image / peak:.1%}" if peak else "n/a")
+            rates = ", ".join(f"{v:.0f}" for v in r["rates"])
+            print(f"  batch {bs:4d} train step {name:4s}: {r['images_per_s']:9.1f} images/s "
+                  f"(rounds: {rates}); MFU {mfu}; {r['params'] / 1e6:.2f}M params; "
+                  f"peak memory {mem}")
+        ratio = res["ours"]["images_per_s"] / res["timm"]["images_per_s"]
+        print(f"  batch {bs:4d} ours / timm: {ratio:.3f}x")
+        rate_at[bs] = res["ours"]["images_per_s"]
+    if augment is None or not rate_at:
         return
+    batch_size = batch_size if batch_size in rate_at else next(iter(rate_at))
     workers = params.base.trainer.num_workers if args.num_workers is None else args.num_workers
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or synthetic_prepared(Path(tmp), (32, 32, 3), args.num_classes,
@@ -194,7 +244,7 @@ def main() -> None:
         rate = bench_data(data, augment, cfg, device, batch_size, workers, args.data_batches)
     print(f"  data pipeline ({workers} workers, RandAugment "
           f"{'on' if augment.randaugment else 'off'}, erasing {augment.erasing}): "
-          f"{rate:.0f} images/s = {rate / res['ours']['images_per_s']:.2f}x what the model "
+          f"{rate:.0f} images/s = {rate / rate_at[batch_size]:.2f}x what the model "
           f"consumes (goal >= 2x)")
 
 

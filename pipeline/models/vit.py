@@ -141,8 +141,9 @@ class DropPath(nn.Module):
         if self.rate == 0.0 or not self.training:
             return x
         keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        # scale the (B, 1, 1) mask, not the activations: one pass over x instead of two
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+        return x * mask
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"

@@ -73,6 +73,25 @@ def test_stochastic_depth_only_in_training():
     assert not torch.allclose(a, model(x))
 
 
+def test_drop_path_matches_timm_bitwise():
+    """Whole samples dropped, the kept ones scaled by 1/keep; the same draws and the same
+    arithmetic as timm's DropPath (the mask is scaled, not the activations)."""
+    from timm.layers import DropPath as TimmDropPath
+
+    from pipeline.models.vit import DropPath
+
+    x = torch.randn(512, 5, 8)
+    ours, ref = DropPath(0.25).train(), TimmDropPath(0.25).train()
+    torch.manual_seed(0)
+    a = ours(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, ref(x))
+    kept = (a != 0).flatten(1).all(1)
+    assert torch.equal(kept, (a != 0).flatten(1).any(1))  # per sample: all or nothing
+    torch.testing.assert_close(a[kept], x[kept] / 0.75)
+    assert 0.15 < 1 - kept.float().mean().item() < 0.35
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
