@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipeline.data.prepare import load_prepared, read_manifest
@@ -197,8 +197,10 @@ class PreparedDataModule(L.LightningDataModule):
             # val/acc. The metrics sync sums, so the epoch's figures are the full split's.
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank,
                                                    shuffle=False)
-        device = trainer.strategy.root_device.type if trainer else None
-        on_gpu = device == "cuda" if trainer else torch.cuda.is_available()
+        if trainer:
+            on_gpu = trainer.strategy.root_device.type == "cuda"
+        else:
+            on_gpu = torch.cuda.is_available()
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -190,8 +190,8 @@ class ViTClassifier(L.LightningModule):
         )
         # One fused kernel for the whole update where torch has one (CUDA, CPU). Not with fp16's
         # loss scaler: a fused step unscales inside, so Lightning could not clip before it.
-        fused = self.device.type in ("cuda", "cpu") and self.trainer.precision != "16-mixed"
-        fused = {"fused": True} if fused else {}
+        can_fuse = self.device.type in ("cuda", "cpu") and self.trainer.precision != "16-mixed"
+        fused = {"fused": True} if can_fuse else {}
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, **fused)
         else:
