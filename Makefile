@@ -7,28 +7,41 @@ BIN := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro quick fmnist test ui clean-quick
+.PHONY: setup lock repro quick fmnist test ui clean-quick
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+LOCK := requirements.lock
+# Fashion-MNIST on a bare machine: found, else the Debian package (root or sudo), else downloaded
+# with checksums, else one line saying what to run (pipeline/data/ensure.py).
+FASHION_MNIST := $(BIN)/python -m pipeline.data.ensure fashion_mnist
+
+# Exactly the lock, in a venv made anew whenever the lock changes (nothing left from an old one).
+$(BIN)/.installed: $(LOCK) pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 
 setup: $(BIN)/.installed
+
+lock: setup           ## requirements.lock from pyproject.toml; keeps existing pins (UV_ARGS=--upgrade moves them)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --generate-hashes --quiet -o $(LOCK) $(UV_ARGS)
 
 repro: setup          ## the real experiment: CIFAR-10, hub weights, GPU-sized (params.yaml)
 	dvc repro
 
 quick: setup          ## the offline quick run (params.quick.yaml) in runs/quick, MLflow in ./mlflow.db
+	$(FASHION_MNIST) --raw runs/quick/data/raw
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.quick.yaml --dir runs/quick
 
 fmnist: setup         ## Fashion-MNIST from scratch, small-data recipe, ~30 min on a CPU (runs/fmnist)
+	$(FASHION_MNIST) --raw runs/fmnist/data/raw
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.fmnist.yaml --dir runs/fmnist
 
-test: setup           ## the test suite (what CI runs)
+test: setup           ## the test suite (what CI runs); the real-data test needs Fashion-MNIST
+	$(FASHION_MNIST) --no-download --optional
 	$(BIN)/python -m pytest
 
 ui:                   ## the MLflow UI over ./mlflow.db
