@@ -141,6 +141,13 @@ def test_runs_are_children_of_one_parent_with_metrics(workspace):
         assert run.data.tags["stage"] == ("finetune" if name == "finetune" else "train_scratch")
         assert run.data.params["model.variant"] == "Ti/16"
     assert "variant.freeze_epochs" in by_name["finetune"].data.params
+    # the test metrics are the logged model's too, measured on the test split's dataset
+    for run in by_name.values():
+        models = client.search_logged_models([exp.experiment_id], filter_string=(
+            f"source_run_id = '{run.info.run_id}'"))  # a reused run was evaluated twice
+        accs = [{m.key: m for m in model.metrics}["test/acc"] for model in models]
+        assert accs and all(a.dataset_name == "digits" for a in accs)
+        assert run.data.metrics["test/acc"] in {a.value for a in accs}
     assert {f"test/acc.{v}" for v in VARIANTS} <= set(latest.data.metrics)
     assert "report/report.html" in {a.path for a in client.list_artifacts(latest.info.run_id,
                                                                           "report")}

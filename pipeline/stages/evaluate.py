@@ -5,11 +5,13 @@ train time, images/s), ``<out>/confusion/<variant>.csv`` (one row per test image
 ``predicted``: DVC's confusion-matrix plot) and the report in ``<out>/report``
 (:mod:`pipeline.report`: ``report.html``, ``report.md``, figures, per-epoch curves).
 
-MLflow: test metrics go into each variant's training run (``test/acc``, ``test/acc_top5``,
-``test/loss``, ``test/ece``, ``test/images_per_s``, ``model/gflops``), the report into the
+MLflow: each model is logged as an MLflow model (``pt2``, preprocessing included: see
+:mod:`pipeline.serving`) into its variant's training run, registered as
+``<evaluate.registered_model>-<variant>``. Then the test metrics go into each variant's run
+(``test/acc``, ``test/acc_top5``, ``test/loss``, ``test/ece``, ``test/images_per_s``,
+``model/gflops``), linked to its logged model and the test split's dataset; the report into the
 comparison's parent run, and a variant run reused from an earlier comparison is moved under the
-current parent. Each model is logged as an MLflow model (``pt2``, preprocessing included: see
-:mod:`pipeline.serving`), registered as ``<evaluate.registered_model>-<variant>``.
+current parent.
 
     python -m pipeline.stages.evaluate --data data/prepared --models models --out results
 """
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
+from ..comparison import COLOR_TAG, COLORS
 from ..config import Params
 from ..data import load_prepared
 from ..evaluation import evaluate_model, forward_gflops, load_trained
@@ -42,6 +45,7 @@ from ..training.tracking import (
     TrackingError,
     comparison_group,
     comparison_parent,
+    split_datasets,
     tracking_uri,
 )
 from ._cli import stage_main
@@ -85,21 +89,25 @@ def read_history(model_dir: Path) -> list[dict]:
 
 
 def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict],
-                  report_dir: Path, confusion_dir: Path) -> str | None:
-    """Test metrics into each variant's run, the report into the comparison's parent run (moving
-    reused variant runs under it). A failure is reported, not fatal: the results on disk are the
-    record. Returns the parent run id."""
+                  report_dir: Path, confusion_dir: Path, data_dir: Path,
+                  model_ids: dict[str, str]) -> str | None:
+    """Test metrics into each variant's run, linked to its logged model (``model_ids``: the model
+    page shows them) and to the test split's dataset; the report into the comparison's parent run
+    (moving reused variant runs under it). A failure is reported, not fatal: the results on disk
+    are the record. Returns the parent run id."""
     try:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri())
+        test = split_datasets(data_dir)["test"]
         exp = client.get_experiment_by_name(params.base.mlflow_experiment)
         if exp is None:
             raise TrackingError(f"no experiment {params.base.mlflow_experiment!r}")
         group = comparison_group(params)
         parent = comparison_parent(client, exp.experiment_id, group)
-        for name, m in metrics.items():
+        for i, (name, m) in enumerate(metrics.items()):
             run_id = runs[name]["run_id"]
+            client.set_tag(run_id, COLOR_TAG, COLORS[i % len(COLORS)])
             tags = client.get_run(run_id).data.tags
             if tags.get(PARENT_TAG) != parent:
                 log.info("%s: run %s moves under this comparison's parent run %s", name, run_id,
@@ -107,7 +115,8 @@ def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict
                 client.set_tag(run_id, PARENT_TAG, parent)
                 client.set_tag(run_id, GROUP_TAG, group.key)
             for key, metric in METRICS.items():
-                client.log_metric(run_id, metric, float(m[key]))
+                client.log_metric(run_id, metric, float(m[key]), model_id=model_ids.get(name),
+                                  dataset_name=test.name, dataset_digest=test.digest)
             client.log_artifact(run_id, str(confusion_dir / f"{name}.csv"), "evaluation")
         for name, m in metrics.items():  # the parent's own view of the comparison
             client.log_metric(parent, f"test/acc.{name}", float(m["top1"]))
@@ -168,22 +177,27 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
                            "epochs": runs[r.name]["epochs"], "test_images": int(len(labels)),
                            "device": str(device)}
     atomic_write_json(out / "metrics.json", metrics)
-    log_to_mlflow(params, runs, metrics, out / "report", out / "confusion")
-    prefix = params.evaluate.registered_model
-    for name, model in models.items():
-        # unlike the metrics above (a record of results already on disk), a registration that was
-        # asked for and failed fails the stage, so that the next dvc repro does it again
-        registered = f"{prefix}-{name}" if prefix else None
-        try:
-            info = log_serving_model(model, run_id=runs[name]["run_id"], classes=classes,
-                                     image_shape=tuple(manifest["image_shape"]),
-                                     registered_name=registered)
-        except Exception as e:
-            raise TrackingError(f"could not log the {name!r} model to MLflow ({tracking_uri()})"
-                                f"{f' as {registered!r}' if registered else ''}: {e}") from e
-        log.info("%s: MLflow model %s%s", name, info.model_uri,
-                 f", registered as {registered!r} v{info.registered_model_version}"
-                 if registered else "")
+    prefix, model_ids = params.evaluate.registered_model, {}
+    try:
+        for name, model in models.items():
+            # unlike the metrics below (a record of results already on disk), a registration that
+            # was asked for and failed fails the stage, so that the next dvc repro does it again
+            registered = f"{prefix}-{name}" if prefix else None
+            try:
+                info = log_serving_model(model, run_id=runs[name]["run_id"], classes=classes,
+                                         image_shape=tuple(manifest["image_shape"]),
+                                         registered_name=registered)
+            except Exception as e:
+                raise TrackingError(f"could not log the {name!r} model to MLflow "
+                                    f"({tracking_uri()})"
+                                    f"{f' as {registered!r}' if registered else ''}: {e}") from e
+            model_ids[name] = info.model_id
+            log.info("%s: MLflow model %s%s", name, info.model_uri,
+                     f", registered as {registered!r} v{info.registered_model_version}"
+                     if registered else "")
+    finally:  # the metrics, linked to the models logged so far
+        log_to_mlflow(params, runs, metrics, out / "report", out / "confusion", Path(args.data),
+                      model_ids)
     print((out / "report" / "report.md").read_text())
     return metrics
 

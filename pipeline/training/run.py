@@ -34,6 +34,7 @@ from .module import ViTClassifier
 from .resume import Resumable, decide, fingerprint, fresh_requested
 from .tracking import (
     RecordFailure,
+    TrainingContext,
     check_tracking,
     flatten,
     make_logger,
@@ -206,6 +207,7 @@ def fit(
                 ThroughputMonitor(batch_size_of, window_size=max(2, min(100, per_rank))),
                 RecordFailure(),
                 resumable,
+                TrainingContext(logger, data_dir),  # after resumable, which sets the run up
                 *([EMAWeightAveraging(decay=tr.ema_decay)] if tr.ema_decay else []),
             ],
             plugins=[FiniteCheckpointIO()],

@@ -33,6 +33,8 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..comparison import GROUP_TAG, KIND, KIND_TAG, PARENT_TAG, ROLE_TAG
+
 log = logging.getLogger(__name__)
 
 
@@ -79,10 +81,6 @@ def run_tags(stage: str, variant: str) -> dict[str, str]:
     return tags
 
 
-GROUP_TAG = "pipeline.group"
-ROLE_TAG = "pipeline.role"
-PARENT_TAG = "mlflow.parentRunId"
-
 
 @dataclass(frozen=True)
 class Group:
@@ -102,7 +100,8 @@ def comparison_group(params) -> Group:
 
 def comparison_parent(client, experiment_id: str, group: Group) -> str:
     """The run id of ``group``'s parent run in the experiment, created (FINISHED: a container,
-    not a job) if there is none yet."""
+    not a job) if there is none yet. Marks the experiment as model training for the UI."""
+    client.set_experiment_tag(experiment_id, KIND_TAG, KIND)
     found = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{ROLE_TAG}` = 'parent'",
@@ -263,6 +262,91 @@ class RunLogger(MLFlowLogger):
             super().finalize(status)
         except Exception as e:  # noqa: BLE001
             log.warning("could not end MLflow run %s (%s); it stays RUNNING there", self.run_id, e)
+
+
+# a prepared split -> its MLflow dataset context
+CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def split_datasets(data_dir: Path) -> dict[str, Any]:
+    """The prepared splits in ``data_dir`` as MLflow datasets, ``{split: NumpyDataset}``: named
+    after the data set, digest the first 8 hex digits of sha256(manifest.json + split name), the
+    split's images file as source, and its array shapes (split size first) as profile."""
+    import hashlib
+    import warnings
+
+    from mlflow.data import from_numpy
+
+    from ..data import load_prepared
+    from ..data.prepare import MANIFEST
+
+    data_dir = Path(data_dir).resolve()
+    manifest, splits = load_prepared(data_dir)
+    blob = (data_dir / MANIFEST).read_bytes()
+    with warnings.catch_warnings():  # MLflow registers its local source twice and says so
+        warnings.simplefilter("ignore", UserWarning)
+        return {split: from_numpy(images, targets=labels, name=manifest["dataset"],
+                                  source=str(data_dir / f"{split}_images.npy"),
+                                  digest=hashlib.sha256(blob + split.encode()).hexdigest()[:8])
+                for split, (images, labels) in splits.items()}
+
+
+def log_datasets(client, run_id: str, data_dir: Path) -> None:
+    """The prepared splits as the run's dataset inputs, with contexts train/validation/test (a
+    resumed run logs the same inputs again, which MLflow keeps once)."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    client.log_inputs(run_id, datasets=[
+        DatasetInput(ds._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
+        for split, ds in split_datasets(data_dir).items()])
+
+
+class TrainingContext(Callback):
+    """What a training run ran on, in its MLflow run (global rank 0, once Resumable has set the
+    run up): the prepared data as dataset inputs, and the machine through MLflow's own
+    system-metrics monitor while fitting (``system/cpu_utilization_percentage``,
+    ``system/system_memory_usage_megabytes``, disk, network and, where nvidia-ml-py finds a GPU,
+    ``system/gpu_0_utilization_percentage`` and its memory) every ``interval`` seconds
+    (``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides it). ``mlflow.start_run``'s
+    ``log_system_metrics`` does not apply: Lightning creates the run through the client.
+
+    The monitor is stopped and flushed before Lightning ends the run: on success, failure,
+    SIGTERM or Ctrl-C; a resumed run continues its steps. A lost server ends only the monitor's
+    thread, and is not waited for."""
+
+    def __init__(self, logger: RunLogger, data_dir: Path, interval: float = 2.0) -> None:
+        self.logger, self.data_dir, self.interval = logger, data_dir, interval
+        self.monitor = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:
+            self.logger.call("logging the datasets", log_datasets, self.logger.experiment,
+                             self.logger.run_id, self.data_dir)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or self.logger.lost is not None:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        try:
+            monitor = SystemMetricsMonitor(self.logger.run_id, sampling_interval=self.interval,
+                                           resume_logging=True, tracking_uri=tracking_uri())
+            monitor.start()
+            self.monitor = monitor
+        except Exception as e:  # noqa: BLE001 - no system metrics is no reason to stop training
+            log.warning("no system metrics for MLflow run %s: %s", self.logger.run_id, e)
+
+    def _stop(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None and self.logger.lost is None:
+            monitor.finish()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._stop()
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._stop()
 
 
 class RecordFailure(Callback):

@@ -1,8 +1,28 @@
-"""Where MLflow runs and artifacts go."""
+"""Where MLflow runs and artifacts go, and what a run records besides its metrics."""
 
+import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
-from pipeline.training.tracking import artifact_location, flatten, run_tags, tracking_uri
+import lightning as L
+import mlflow
+import pytest
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from pipeline.comparison import KIND, KIND_TAG
+from pipeline.config import parse_params
+from pipeline.models import build_vit
+from pipeline.training.run import fit
+from pipeline.training.tracking import (
+    artifact_location,
+    comparison_group,
+    flatten,
+    run_tags,
+    tracking_uri,
+)
 
 
 def test_default_uri_is_an_absolute_sqlite_db_at_the_dvc_root(tmp_path, monkeypatch):
@@ -52,12 +72,8 @@ print(logger.run_id)
 def test_two_writers_on_one_sqlite_db_lose_nothing(tmp_path):
     """Two runs (``dvc exp run --queue -j 2``) writing to one new SQLite database at once: both
     create it without a schema race, and every metric of both lands."""
-    import os
     import subprocess
     import sys
-    import time
-
-    import mlflow
 
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
@@ -74,3 +90,53 @@ def test_two_writers_on_one_sqlite_db_lose_nothing(tmp_path):
         assert client.get_run(run_id).info.status == "FINISHED"
         for key in ("train/loss", "val/acc"):
             assert len(client.get_metric_history(run_id, key)) == n
+
+
+class _SigtermAt(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        time.sleep(0.05)  # long enough for a few system-metrics samples on any machine
+        if trainer.current_epoch == 1 and batch_idx == 1 and not self.__dict__.get("sent"):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_run_records_its_kind_data_and_machine(tiny_params, digits_dir, tmp_path, monkeypatch,
+                                                patch_trainer):
+    """What the UI reads: the experiment is model training, the run's dataset inputs are the
+    prepared splits (digest from manifest.json, split sizes), and MLflow's own system metrics
+    cover the run, across a SIGTERM and the resume (one step sequence, no monitor left)."""
+    p = parse_params(tiny_params)
+    sp = p.scratch["scratch"]
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+
+    def train():
+        L.seed_everything(0)
+        model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
+        return fit(name="scratch", stage="train_scratch", model=model, params=sp,
+                   trainer_params=p.base.trainer, experiment="kind", seed=0,
+                   data_dir=digits_dir, out_dir=tmp_path / "out", logged_params={},
+                   group=comparison_group(p))
+
+    with monkeypatch.context() as m:
+        patch_trainer(_SigtermAt(), mp=m)
+        with pytest.raises(SIGTERMException):
+            train()
+    assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]
+    run_id = train().run_id
+    assert not [t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"]
+
+    client = mlflow.MlflowClient(tracking_uri())
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
+    assert client.get_experiment(run.info.experiment_id).tags[KIND_TAG] == KIND
+    manifest = json.loads((digits_dir / "manifest.json").read_text())
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"train", "validation", "test"}  # logged again on resume, kept once
+    for context, split in (("train", "train"), ("validation", "val"), ("test", "test")):
+        ds = inputs[context]
+        assert ds.name == "digits" and ds.source.endswith(f"{split}_images.npy\"}}")
+        assert json.loads(ds.profile)["features_shape"] == [manifest["counts"][split], 8, 8, 1]
+    assert len({ds.digest for ds in inputs.values()}) == 3
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(steps) >= 2 and steps == list(range(len(steps))), (key, steps)
