@@ -17,7 +17,8 @@ file, or ``--variant``/``--img-size``):
     python benchmarks/train_step.py --params params.yaml --variant-name scratch_ti4
     python benchmarks/train_step.py --variant B/16 --img-size 224 --batch-sizes 64,128,256
 
-Prints a table; nothing is written. timm is a dev dependency (``pip install -e '.[dev]'``).
+Prints a table; ``--json FILE`` also writes the figures (benchmarks/gpu_check.py calls ``run``).
+timm is a dev dependency (``pip install -e '.[dev]'``).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def bench_data(data_dir, augment, cfg, device, batch_size, num_workers, batches)
     return n / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--variant-name", help="a scratch or finetune variant of --params")
@@ -186,9 +187,16 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="prepared dir (default: synthetic, 32x32x3)")
     ap.add_argument("--data-batches", type=int, default=30)
     ap.add_argument("--num-workers", type=int, help="default: base.trainer.num_workers")
+    ap.add_argument("--no-data", action="store_true", help="skip the data-pipeline part")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    return ap
 
+
+def run(args: argparse.Namespace, report=None) -> dict:
+    """Measure, print the table, and return the figures as a dict; ``report(figures)`` is called
+    after each batch size and at the end (the partial dict so far), so a caller can keep them
+    even if a later batch size or the data part is killed."""
     params = load_params(args.params)
     device = torch.device(args.device)
     amp = device.type == "cuda"
@@ -199,7 +207,7 @@ def main() -> None:
         augment, label = vp.augment, args.variant_name
     else:
         if not args.variant or not args.img_size:
-            ap.error("give --variant-name, or --variant and --img-size")
+            raise SystemExit("give --variant-name, or --variant and --img-size")
         from pipeline.models.variants import variant_config
 
         cfg = variant_config(args.variant, num_classes=args.num_classes, img_size=args.img_size)
@@ -208,6 +216,24 @@ def main() -> None:
     sizes = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else [batch_size]
     peak = peak_flops(device)
     flops_per_image = train_flops_per_batch(cfg, 1)
+    fig = {"config": label, "model": {"embed_dim": cfg.embed_dim, "depth": cfg.depth,
+                                      "patch_size": cfg.patch_size, "img_size": cfg.img_size,
+                                      "num_heads": cfg.num_heads},
+           "device": str(device),
+           "device_name": torch.cuda.get_device_name(device) if amp else "cpu",
+           "precision": "bf16 autocast" if amp else "fp32", "compile": bool(args.compile),
+           "torch": torch.__version__, "flops_per_image": flops_per_image,
+           "peak_flops_lightning": peak, "steps": args.steps, "rounds": args.rounds,
+           "batches": {}}
+
+    def emit():
+        if report is not None:
+            report(fig)
+        if args.json:
+            from pipeline.atomic import atomic_write_json
+
+            atomic_write_json(args.json, fig)
+
     print(f"{label}: {cfg.embed_dim}d/{cfg.depth}L/{cfg.patch_size}p@{cfg.img_size}, "
           f"{device} ({torch.cuda.get_device_name(device) if amp else 'fp32'}"
           f"{', bf16 autocast, fused AdamW' if amp else ''}"
@@ -215,14 +241,18 @@ def main() -> None:
           f"{flops_per_image / 1e9:.2f} GFLOPs per training image; peak "
           f"{f'{peak / 1e12:.0f} TFLOP/s bf16 dense' if peak else 'n/a (CPU)'}")
     if amp:
-        print(f"  flash attention: {flash_check(cfg, device)}")
+        fig["flash_attention"] = flash_check(cfg, device)
+        print(f"  flash attention: {fig['flash_attention']}")
+    emit()
     rate_at = {}
     for bs in sizes:
         try:
             res = bench_models(cfg, device, bs, args.steps, args.rounds, amp, args.compile)
         except torch.cuda.OutOfMemoryError:
             print(f"  batch {bs}: out of memory")
+            fig["batches"][str(bs)] = {"error": "out of memory"}
             torch.cuda.empty_cache()
+            emit()
             continue
         for name, r in res.items():
             mem = f"{r['peak_gib']:.2f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"
@@ -234,8 +264,13 @@ def main() -> None:
         ratio = res["ours"]["images_per_s"] / res["timm"]["images_per_s"]
         print(f"  batch {bs:4d} ours / timm: {ratio:.3f}x")
         rate_at[bs] = res["ours"]["images_per_s"]
-    if augment is None or not rate_at:
-        return
+        fig["batches"][str(bs)] = {**{name: {k: r[k] for k in ("images_per_s", "rates", "params",
+                                                                 "peak_gib")}
+                                          for name, r in res.items()},
+                                   "ours_over_timm": ratio}
+        emit()
+    if augment is None or not rate_at or args.no_data:
+        return fig
     batch_size = batch_size if batch_size in rate_at else next(iter(rate_at))
     workers = params.base.trainer.num_workers if args.num_workers is None else args.num_workers
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,6 +281,17 @@ def main() -> None:
           f"{'on' if augment.randaugment else 'off'}, erasing {augment.erasing}): "
           f"{rate:.0f} images/s = {rate / rate_at[batch_size]:.2f}x what the model "
           f"consumes (goal >= 2x)")
+    fig["data"] = {"workers": workers, "batch_size": batch_size, "images_per_s": rate,
+                   "model_images_per_s": rate_at[batch_size],
+                   "over_model": rate / rate_at[batch_size],
+                   "randaugment": bool(augment.randaugment), "erasing": augment.erasing,
+                   "batches": args.data_batches}
+    emit()
+    return fig
+
+
+def main() -> None:
+    run(parser().parse_args())
 
 
 if __name__ == "__main__":
