@@ -44,8 +44,20 @@ test: setup           ## the test suite (what CI runs); the real-data test needs
 	$(FASHION_MNIST) --no-download --optional
 	$(BIN)/python -m pytest
 
-ui:                   ## the MLflow UI over ./mlflow.db
+ui:                   ## the MLflow UI over ./mlflow.db; prints the newest comparison's links first
+	$(BIN)/python -m pipeline.comparison --uri sqlite:///mlflow.db --ui http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+.PHONY: gpu-fetch gpu-check gpu-rehearsal
+GPU_OUT ?= gpu-out
+gpu-fetch: setup      ## what the GPU check carries into .gpu/ (pinned wheels, Fashion-MNIST); says the size
+	PYTHON=$(BIN)/python bash benchmarks/gpu_fetch.sh
+
+gpu-check:            ## on the GPU machine: every GPU figure into $(GPU_OUT)/ in <= 8 min (README "GPU check")
+	bash benchmarks/gpu_check.sh $(GPU_OUT)
+
+gpu-rehearsal: setup  ## the GPU check in tiny mode on this CPU, in a Python 3.12 venv like the GPU image's
+	bash benchmarks/gpu_rehearsal.sh
 
 clean-quick:
 	rm -rf runs/quick
