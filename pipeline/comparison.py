@@ -6,8 +6,9 @@ Light on purpose (MLflow is imported inside the function): ``make ui`` runs
 
     python -m pipeline.comparison --ui http://127.0.0.1:5000
 
-which prints the newest comparison's page in the UI: its experiment's runs table filtered on it,
-the parent expanded into its variants (it is the only top-level row), ready for the Chart view.
+which prints where the UI shows the newest comparison: its experiment's runs table filtered on
+it (the parent is the only top-level row; its ``+`` expands it into the variants, a state the UI
+keeps per browser and no link can set), and MLflow's compare page of its variant runs.
 """
 
 from __future__ import annotations
@@ -70,11 +71,8 @@ def main() -> None:
                         or "sqlite:///mlflow.db", help="the tracking store")
     args = parser.parse_args()
     db = args.uri.removeprefix("sqlite:///")
-    if db != args.uri and not os.path.exists(db):
-        print(f"no comparison in {args.uri} yet: make quick or dvc repro makes one")
-        return
-    try:
-        found = newest_comparison(args.uri)
+    try:  # a missing SQLite file is not created just to find nothing in it
+        found = None if db != args.uri and not os.path.exists(db) else newest_comparison(args.uri)
     except Exception as e:  # noqa: BLE001 - the UI starts anyway; say why there is no link
         print(f"no comparison to link to in {args.uri}: {type(e).__name__}: {e}")
         return

@@ -81,7 +81,6 @@ def run_tags(stage: str, variant: str) -> dict[str, str]:
     return tags
 
 
-
 @dataclass(frozen=True)
 class Group:
     """One comparison: the key of its params and the variants it compares."""
