@@ -40,9 +40,11 @@ def comparison_urls(ui: str, experiment_id: str, group: str, variant_runs: list[
     where = quote(f"tags.`{GROUP_TAG}` = '{group}'", safe="")
     return {"runs": f"{ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
                     f"&searchFilter={where}",
-            "compare": f"{ui}/#/compare-runs?workflowType=machine_learning"
-                       f"&runs={quote(json.dumps(variant_runs))}"
-                       f"&experiments={quote(json.dumps([experiment_id]))}"}
+            # runs and experiments first: MLflow 3.17's compare page reads them by position
+            # ("undefined is not valid JSON" otherwise)
+            "compare": f"{ui}/#/compare-runs?runs={quote(json.dumps(variant_runs))}"
+                       f"&experiments={quote(json.dumps([experiment_id]))}"
+                       f"&workflowType=machine_learning"}
 
 
 def newest_comparison(uri: str):
