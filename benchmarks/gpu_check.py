@@ -280,13 +280,15 @@ def step_tests(out: Path, args) -> None:
         raise SystemExit(f"on a GPU every one of {len(args.tests)} tests must run and pass")
 
 
-def one_fit(name, model, sp, trainer, exp, data, out_dir, **kw):
+def one_fit(name, model, sp, trainer, exp, data, out_dir):
+    """``fit`` of ``model`` (an ImageClassifier) with the recipe ``sp`` (a fine-tune recipe
+    brings its frozen start), afresh; (the TrainResult, its figures)."""
     from pipeline.training.run import fit, resolve_precision
 
     t0 = time.perf_counter()
     res = fit(name=name, stage="gpu_check", model=model, params=sp, trainer_params=trainer,
               experiment=exp, seed=0, data_dir=data, out_dir=out_dir, logged_params={"check": name},
-              fresh=True, **kw)
+              fresh=True)
     try:  # whether MLflow took every record (an outage spools them to unsent_metrics.jsonl)
         outage = json.loads((Path(out_dir) / "run.json").read_text()).get("tracking_outage")
     except (OSError, ValueError):
@@ -299,45 +301,68 @@ def one_fit(name, model, sp, trainer, exp, data, out_dir, **kw):
                  "params": res.num_params}
 
 
+def new_classifier(vp, num_classes: int = 10):
+    """A fresh :class:`~pipeline.models.ImageClassifier` for the variant params ``vp``."""
+    from pipeline.models import ImageClassifier, VisionTransformer
+
+    return ImageClassifier(VisionTransformer(vp.model.vit_config(num_classes=num_classes)))
+
+
+def evaluate(classifier, images, labels, *, batch_size: int, dev, precision: str | None = None):
+    """(metrics, images/s) of ``classifier`` on uint8 ``images``: the evaluate stage's
+    ``batched_logits`` under :func:`~pipeline.models.autocast_dtype`, then
+    ``classification_metrics`` (top1, top5, loss, ...)."""
+    import numpy as np
+
+    from pipeline.evaluation.metrics import classification_metrics
+    from pipeline.models import autocast_dtype, batched_logits
+
+    logits, ips = batched_logits(classifier, np.asarray(images), batch_size=batch_size,
+                                 device=dev, dtype=autocast_dtype(dev, precision))
+    return classification_metrics(logits, np.array(labels, dtype=np.int64)), ips
+
+
 def step_fits(out: Path, args) -> None:
     """A short fit of each training path: the scratch recipe (AdamW, RandAugment, erasing,
     Mixup/CutMix, stochastic depth, bf16), the fine-tune recipe (SGD, frozen backbone then
     unfrozen at a lower lr), fp16 with the loss scaler, EMA weights, and torch.compile."""
     import lightning as L
 
-    from pipeline.evaluation import load_trained
-    from pipeline.models import build_vit
+    from pipeline.config import FinetuneParams
+    from pipeline.models import MODEL_FILE, load_classifier
 
     params = digits_params()
     data = digits_dir()
     trainer = params.base.trainer
     sp = params.scratch["scratch"]
-    ft = sp.model_copy(update={"train": sp.train.model_copy(update={
-        "optimizer": sp.train.optimizer.model_copy(update={"name": "sgd", "lr": 0.01,
-                                                             "weight_decay": 0.0}),
-        "label_smoothing": 0.0}), "augment": sp.augment.model_copy(update={
-            "randaugment": None, "erasing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
-            "mix_prob": 0.0})})
+    # the fine-tune recipe on the same model: SGD, no weight decay, no label smoothing, light
+    # augmentation, the backbone frozen for 1 epoch and then trained at half the lr
+    base = sp.model_dump()
+    ft = FinetuneParams.model_validate({
+        **base,
+        "train": {**base["train"], "label_smoothing": 0.0,
+                  "optimizer": {"name": "sgd", "lr": 0.01, "weight_decay": 0.0}},
+        "augment": {**base["augment"], "randaugment": None, "erasing": 0.0, "mixup_alpha": 0.0,
+                    "cutmix_alpha": 0.0, "mix_prob": 0.0},
+        "pretrained": "scratch_bf16", "freeze_epochs": 1, "backbone_lr_scale": 0.5})
     paths = [
-        ("scratch_bf16", sp, trainer, {}),
-        ("finetune_frozen_then_unfrozen", ft, trainer,
-         {"freeze_epochs": 1, "backbone_lr_scale": 0.5}),
-        ("scratch_fp16", sp, trainer.model_copy(update={"precision": "16-mixed"}), {}),
+        ("scratch_bf16", sp, trainer),
+        ("finetune_frozen_then_unfrozen", ft, trainer),
+        ("scratch_fp16", sp, trainer.model_copy(update={"precision": "16-mixed"})),
         ("scratch_ema", sp.model_copy(update={"train": sp.train.model_copy(
-            update={"ema_decay": 0.99})}), trainer, {}),
-        ("scratch_compile", sp, trainer.model_copy(update={"compile": True}), {}),
+            update={"ema_decay": 0.99})}), trainer),
+        ("scratch_compile", sp, trainer.model_copy(update={"compile": True})),
     ]
-    for name, vp, tr, kw in paths:
+    for name, vp, tr in paths:
         L.seed_everything(0)
-        model = build_vit("custom", **vp.model.vit_config(num_classes=10).to_dict())
+        model = new_classifier(vp)
         if name.startswith("finetune"):  # from the scratch fit's weights, as from pretrained
-            done = WORK / "fits" / "scratch_bf16" / "best.ckpt"
+            done = WORK / "fits" / "scratch_bf16" / MODEL_FILE
             if done.exists():
-                model.load_state_dict(load_trained(done)[0].state_dict())
+                model.vit.load_state_dict(load_classifier(done).classifier.vit.state_dict())
         update(out, "fits", **{name: {"status": "running"}})
         try:
-            _, fig = one_fit(name, model, vp, tr, "gpu-check-fits", data, WORK / "fits" / name,
-                             **kw)
+            _, fig = one_fit(name, model, vp, tr, "gpu-check-fits", data, WORK / "fits" / name)
             fig["status"] = "ok"
         except Exception as e:  # the next path still runs
             traceback.print_exc()
@@ -352,14 +377,14 @@ def step_fits(out: Path, args) -> None:
 
 def step_fsdp(out: Path, args) -> None:
     """An FSDP fit of a few steps on the one GPU, its full checkpoint reloaded into a plain model
-    (load_trained) and evaluated: the validation accuracy must equal the checkpoint's."""
+    (strict ``load_state_dict``, as the export of the model file does) and the model file
+    evaluated: the validation accuracy must equal the checkpoint's."""
     import lightning as L
-    import numpy as np
     import torch
 
     from pipeline.data import load_prepared
-    from pipeline.evaluation import evaluate_model, load_trained
-    from pipeline.models import build_vit
+    from pipeline.models import VisionTransformer, load_classifier
+    from pipeline.training.checkpoint_io import read_weights
 
     params = digits_params()
     data = digits_dir()
@@ -369,43 +394,47 @@ def step_fsdp(out: Path, args) -> None:
     sp = params.scratch["scratch"]
     sp = sp.model_copy(update={"train": sp.train.model_copy(update={"epochs": 2})})
     L.seed_everything(0)
-    model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
-    shapes = {k: v.shape for k, v in model.state_dict().items()}  # before FSDP wraps the blocks
+    model = new_classifier(sp)
+    # before FSDP wraps the blocks
+    shapes = {k: v.shape for k, v in model.vit.state_dict().items()}
     update(out, "fsdp", strategy=strategy,
            **({} if strategy == "fsdp" else {"note": "CPU stand-in: FSDP needs CUDA"}))
     res, fig = one_fit("fsdp", model, sp, tr, "gpu-check-fsdp", data, WORK / "fsdp")
     update(out, "fsdp", **fig)
     ckpt = WORK / "fsdp" / res.best_ckpt
-    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-    saved = {k.removeprefix("model."): v.shape for k, v in raw["state_dict"].items()
-             if k.startswith("model.")}
-    shapes_ok = saved == shapes
-    reloaded, _ = load_trained(ckpt)  # strict load_state_dict: full, unsharded
+    weights = read_weights(ckpt)  # the ViT's weights (model.vit.*) in the Lightning checkpoint
+    shapes_ok = {k: v.shape for k, v in weights.items()} == shapes
+    reloaded = VisionTransformer(model.cfg)
+    reloaded.load_state_dict(weights)  # strict: full, unsharded
+    trained = load_classifier(WORK / "fsdp" / res.model_file)  # exported from best.ckpt
+    file_state = trained.classifier.vit.state_dict()
+    file_ok = sorted(file_state) == sorted(weights) and all(
+        torch.equal(file_state[k], weights[k]) for k in weights)
     _, splits = load_prepared(data)
     images, labels = splits["val"]
-    ev = evaluate_model(reloaded, np.asarray(images), np.asarray(labels), batch_size=256,
-                        device=dev, amp_dtype=torch.bfloat16 if dev.type == "cuda" else None)
+    ev, _ = evaluate(trained.classifier, images, labels, batch_size=256, dev=dev,
+                     precision=tr.precision)
     n = len(labels)
     agree = abs(ev.top1 - res.best_val_acc) <= 1.0 / n + 1e-6
     update(out, "fsdp", checkpoint=ckpt.name, checkpoint_mib=ckpt.stat().st_size / 2**20,
-           full_unsharded_shapes=shapes_ok, reloaded_val_acc=ev.top1,
-           checkpoint_val_acc=res.best_val_acc, val_images=n, reload_agrees=agree)
+           full_unsharded_shapes=shapes_ok, model_file_matches_checkpoint=file_ok,
+           reloaded_val_acc=ev.top1, checkpoint_val_acc=res.best_val_acc, val_images=n,
+           reload_agrees=agree)
     print(f"fsdp: {fig}; reloaded val acc {ev.top1:.4f} vs {res.best_val_acc:.4f}")
-    if not (shapes_ok and agree):
+    if not (shapes_ok and file_ok and agree):
         raise SystemExit("the reloaded FSDP checkpoint does not reproduce its validation accuracy")
 
 
 def step_fmnist(out: Path, args) -> None:
     """Fashion-MNIST from scratch with params.fmnist.yaml's recipe through pipeline.training.run
     .fit on the GPU, as many epochs as fit in ``--budget`` seconds (a 1-epoch fit times an
-    epoch first), then the test split evaluated with the best checkpoint."""
-    import numpy as np
+    epoch first), then the test split evaluated with the model file (the best checkpoint's
+    weights)."""
     import torch
 
     from pipeline.config import load_params
     from pipeline.data import load_prepared, prepare_dataset, sources
-    from pipeline.evaluation import evaluate_model, load_trained
-    from pipeline.models import build_vit
+    from pipeline.models import load_classifier
 
     t_start = time.perf_counter()
     raw_dir = CARRY / "fmnist"
@@ -428,7 +457,7 @@ def step_fmnist(out: Path, args) -> None:
 
     def run(epochs: int, out_dir: Path):
         torch.manual_seed(params.base.seed)
-        model = build_vit("custom", **vp.model.vit_config(num_classes=10).to_dict())
+        model = new_classifier(vp)
         warmup = min(vp.train.warmup_epochs, max(epochs / 10, 0.5))
         sp = vp.model_copy(update={"train": vp.train.model_copy(
             update={"epochs": epochs, "warmup_epochs": warmup})})
@@ -464,12 +493,12 @@ def step_fmnist(out: Path, args) -> None:
     update(out, "fmnist", fit=fig, curve=curve_of(rows), epochs_done=len(rows),
            train_images=n_train,
            train_images_per_s=n_train * res.epochs / res.train_seconds)
-    model, _ = load_trained(run_dir / res.best_ckpt)
+    trained = load_classifier(run_dir / res.model_file)  # the best checkpoint's weights
     images, labels = splits["test"]
-    ev = evaluate_model(model, np.asarray(images), np.asarray(labels), batch_size=1024, device=dev,
-                        amp_dtype=torch.bfloat16 if dev.type == "cuda" else None)
+    ev, ips = evaluate(trained.classifier, images, labels, batch_size=1024, dev=dev,
+                       precision=tr.precision)
     update(out, "fmnist", test_acc=ev.top1, test_top5=ev.top5, test_images=len(labels),
-           eval_images_per_s=ev.images_per_s, best_val_acc=res.best_val_acc,
+           eval_images_per_s=ips, best_val_acc=res.best_val_acc,
            anchor="92.3-93.0% (ViT from scratch, 200 epochs; ANCHORS.md)")
     print(f"fmnist: test accuracy {ev.top1:.4f} after {res.epochs} epochs")
 

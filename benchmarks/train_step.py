@@ -40,10 +40,9 @@ from pipeline.config import load_params
 from pipeline.data import PreparedDataModule
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.sources import RawDataset
-from pipeline.models import build_vit
+from pipeline.models import DevicePreprocess, VisionTransformer
 from pipeline.training.hardware import train_flops_per_batch
 from pipeline.training.mixing import BatchMix
-from pipeline.training.preprocess import DevicePreprocess
 
 
 def timm_twin(cfg):
@@ -98,7 +97,7 @@ def flash_check(cfg, device) -> str:
     """Whether our attention runs on the flash kernel alone (bf16, on this GPU)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    model = build_vit("custom", **cfg.to_dict()).to(device)
+    model = VisionTransformer(cfg).to(device)
     x = torch.randn(2, 3, cfg.img_size, cfg.img_size, device=device)
     try:
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", torch.bfloat16):
@@ -109,7 +108,7 @@ def flash_check(cfg, device) -> str:
 
 
 def bench_models(cfg, device, batch_size, steps, rounds, amp, compile_=False) -> dict[str, dict]:
-    models = {"ours": build_vit("custom", **cfg.to_dict()), "timm": timm_twin(cfg)}
+    models = {"ours": VisionTransformer(cfg), "timm": timm_twin(cfg)}
     out = {}
     steps_fns = {}
     for name, model in models.items():

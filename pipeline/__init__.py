@@ -1,3 +1,4 @@
-"""How much does pretraining help a Vision Transformer? A reproducible experiment pipeline."""
+"""How much does pretraining help a Vision Transformer? A reproducible experiment pipeline.
 
-__version__ = "0.1.0"
+The version is the installed distribution's (``importlib.metadata.version("vit-pretraining")``).
+"""

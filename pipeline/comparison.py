@@ -1,8 +1,11 @@
-"""The tags that make MLflow runs a comparison, and where the UI shows the newest one.
+"""The comparison in MLflow: its tags, its parent run, and where the UI shows the newest one.
 
-A comparison is a parent run (tag ``pipeline.role=parent``, keyed by ``pipeline.group``) with one
-child run per variant (MLflow's ``mlflow.parentRunId``); see :mod:`pipeline.training.tracking`.
-Light on purpose (MLflow is imported inside the function): ``make ui`` runs
+A comparison is a parent run (tag ``pipeline.role=parent``, keyed by ``pipeline.group``: a hash of
+the params the trained models depend on) with one child run per variant (MLflow's
+``mlflow.parentRunId``). Grouping happens in one place, the evaluate stage, the one stage that
+sees every variant (:func:`comparison_parent`, then a parent tag on each variant's run): training
+runs know nothing of comparisons. Light on purpose (MLflow is imported inside the function):
+``make ui`` runs
 
     python -m pipeline.comparison --ui http://127.0.0.1:5000
 
@@ -16,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 from urllib.parse import quote
+
+from .store import git_commit
 
 GROUP_TAG = "pipeline.group"
 ROLE_TAG = "pipeline.role"
@@ -29,6 +35,42 @@ KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 COLOR_TAG = "mlflow.runColor"
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
+
+
+@dataclass(frozen=True)
+class Group:
+    """One comparison: the key of its params and the variants it compares."""
+
+    key: str
+    name: str
+    variants: tuple[str, ...]
+
+
+def comparison_group(params) -> Group:
+    """The :class:`Group` of a :class:`pipeline.config.Params`."""
+    key = params.group_key()
+    name = f"{params.base.dataset}: {' vs '.join(params.variants)} [{key[:8]}]"
+    return Group(key=key, name=name[:250], variants=tuple(params.variants))
+
+
+def comparison_parent(client, experiment_id: str, group: Group) -> str:
+    """The run id of ``group``'s parent run in the experiment, created (FINISHED: a container,
+    not a job) if there is none yet. Marks the experiment as model training for the UI."""
+    client.set_experiment_tag(experiment_id, KIND_TAG, KIND)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{ROLE_TAG}` = 'parent'",
+        order_by=["attributes.start_time ASC"], max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {GROUP_TAG: group.key, ROLE_TAG: "parent", "variants": ", ".join(group.variants)}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(experiment_id, run_name=group.name, tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
 
 
 def comparison_urls(ui: str, experiment_id: str, group: str, variant_runs: list[str]) -> dict:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .models import ViTConfig, variant_config
+from .errors import ParamsError
+from .models.variants import ViTConfig, variant_config
 
 DATASETS = ("cifar10", "cifar100", "fashion_mnist", "digits")
 Dataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits"]
@@ -36,34 +38,42 @@ NonNegFloat = Annotated[float, Field(ge=0.0)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)]
 
 
-class ParamsError(ValueError):
-    """params.yaml is missing, unreadable or invalid; the message names every bad key."""
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Lightning 2.6's registered strategy names (lightning.pytorch.strategies.StrategyRegistry), listed
+# here so that checking params does not import Lightning (the prepare stage never does);
+# tests/test_config.py fails when the installed Lightning's registry differs.
+STRATEGIES = (
+    "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true",
+    "ddp_fork", "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook", "ddp_notebook_find_unused_parameters_false",
+    "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
+    "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
+    "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp",
+    "fsdp_cpu_offload", "single_device", "single_tpu", "single_xla", "xla", "xla_debug",
+)
 
 
 class TrainerParams(_Strict):
     """Hardware and scale-out, passed to ``lightning.Trainer`` (see
     :mod:`pipeline.training.hardware` for what ``strategy: fsdp`` and ``compile`` build)."""
 
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"]
-    devices: PosInt | Literal["auto"] | list[NonNegInt]
-    num_nodes: PosInt
-    strategy: str  # "auto" or a Lightning strategy name: ddp, fsdp, ddp_find_unused..., ...
-    precision: Literal["bf16-mixed", "16-mixed", "32-true", "bf16-true"]
-    num_workers: NonNegInt
-    compile: bool  # torch.compile the ViT's forward (checkpoint keys unchanged)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: PosInt | Literal["auto"] | list[NonNegInt] = "auto"
+    num_nodes: PosInt = 1
+    strategy: str = "auto"  # a Lightning strategy name (STRATEGIES): ddp, fsdp, ...
+    precision: Literal["bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "bf16-mixed"
+    num_workers: NonNegInt = 0
+    compile: bool = False  # torch.compile the ViT's forward (checkpoint keys unchanged)
 
     @model_validator(mode="after")
     def _known_strategy(self) -> TrainerParams:
-        from lightning.pytorch.strategies import StrategyRegistry
-
-        known = ["auto", *StrategyRegistry.available_strategies()]
-        if self.strategy not in known:
+        if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy {self.strategy!r} is not a Lightning strategy; "
-                             f"one of {sorted(known)}")
+                             f"one of {sorted(STRATEGIES)}")
         if self.strategy.startswith("fsdp") and self.accelerator in ("cpu", "mps"):
             raise ValueError(f"strategy {self.strategy!r} needs CUDA GPUs (FSDP has no CPU "
                              f"path), not accelerator {self.accelerator!r}; use ddp")
@@ -89,14 +99,16 @@ class ModelParams(_Strict):
 
     variant: str
     img_size: PosInt
-    patch_size: PosInt | None  # variant "custom" only: a named variant carries it
-    embed_dim: PosInt | None
-    depth: PosInt | None
-    num_heads: PosInt | None
-    mlp_ratio: Annotated[float, Field(gt=0)] | None
-    dropout: Fraction
-    attn_dropout: Fraction
-    drop_path: Fraction
+    # sizes: a named variant carries them (set one to override it); "custom" needs embed_dim,
+    # depth and num_heads, and takes patch_size 16 unless given
+    patch_size: PosInt | None = None  # variant "custom" only: a named variant's name holds it
+    embed_dim: PosInt | None = None
+    depth: PosInt | None = None
+    num_heads: PosInt | None = None
+    mlp_ratio: Annotated[float, Field(gt=0)] | None = None
+    dropout: Fraction = 0.0
+    attn_dropout: Fraction = 0.0
+    drop_path: Fraction = 0.0  # stochastic depth of the last block (linear from 0)
 
     @model_validator(mode="after")
     def _buildable(self) -> ModelParams:
@@ -119,24 +131,34 @@ class ModelParams(_Strict):
         return variant_config(self.variant, num_classes=num_classes, in_chans=3, **overrides)
 
 
-class OptimizerParams(_Strict):
-    name: Literal["adamw", "sgd"]
+class AdamWParams(_Strict):
+    name: Literal["adamw"]
     lr: Annotated[float, Field(gt=0.0)]
-    weight_decay: Annotated[float, Field(ge=0.0)]  # only on >=2-D weights
-    momentum: Fraction  # sgd only
-    betas: tuple[Fraction, Fraction]  # adamw only
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.05  # only on >=2-D weights
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+
+
+class SGDParams(_Strict):
+    name: Literal["sgd"]
+    lr: Annotated[float, Field(gt=0.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0  # only on >=2-D weights
+    momentum: Fraction = 0.9
+
+
+# each optimizer holds only its own fields; `name` says which one
+OptimizerParams = Annotated[AdamWParams | SGDParams, Field(discriminator="name")]
 
 
 class TrainParams(_Strict):
     epochs: PosInt
     batch_size: PosInt
     warmup_epochs: Annotated[float, Field(ge=0.0)]
-    label_smoothing: Fraction
-    grad_clip: Annotated[float, Field(gt=0.0)] | None  # global norm; null = off
+    label_smoothing: Fraction = 0.0
+    grad_clip: Annotated[float, Field(gt=0.0)] | None = None  # global norm; null = off
     optimizer: OptimizerParams
     # EMA of the weights (Lightning's EMAWeightAveraging), used for validation and saved in the
     # checkpoints; null = off
-    ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] | None
+    ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainParams:
@@ -155,13 +177,13 @@ class RandAugmentParams(_Strict):
 class AugmentParams(_Strict):
     crop_padding: NonNegInt  # pad-and-random-crop on the small uint8 image
     hflip: bool
-    randaugment: RandAugmentParams | None  # CPU side, albumentations; null = off
-    erasing: Fraction  # random-erasing probability (Zhong et al. 2020), CPU side
+    randaugment: RandAugmentParams | None = None  # CPU side, albumentations; null = off
+    erasing: Fraction = 0.0  # random-erasing probability (Zhong et al. 2020), CPU side
     # on the device, per batch: Mixup (Beta(a, a) blend) or CutMix (Beta(a, a) box); 0 = off;
     # with both on, each batch takes one of them at random
-    mixup_alpha: NonNegFloat
-    cutmix_alpha: NonNegFloat
-    mix_prob: Annotated[float, Field(ge=0.0, le=1.0)]  # fraction of batches mixed
+    mixup_alpha: NonNegFloat = 0.0
+    cutmix_alpha: NonNegFloat = 0.0
+    mix_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # fraction of batches mixed
 
     @property
     def randaugment_args(self) -> tuple[int, float] | None:
@@ -170,16 +192,31 @@ class AugmentParams(_Strict):
         return None if ra is None else (ra.num_ops, ra.magnitude)
 
 
+@dataclass(frozen=True)
+class BackboneSchedule:
+    """Fine-tuning's frozen start: the backbone trains from ``freeze_epochs`` on, at
+    ``lr * lr_scale`` (scratch training: from epoch 0 at the full lr)."""
+
+    freeze_epochs: int = 0
+    lr_scale: float = 1.0
+
+
 class StageParams(_Strict):
     model: ModelParams
     train: TrainParams
     augment: AugmentParams
+
+    def backbone(self) -> BackboneSchedule:
+        return BackboneSchedule()
 
 
 class FinetuneParams(StageParams):
     pretrained: Name  # a key of the `pretrained` section: the weights this variant starts from
     freeze_epochs: NonNegInt  # backbone frozen (head only) for this many epochs
     backbone_lr_scale: Annotated[float, Field(gt=0.0, le=1.0)]
+
+    def backbone(self) -> BackboneSchedule:
+        return BackboneSchedule(self.freeze_epochs, self.backbone_lr_scale)
 
     @model_validator(mode="after")
     def _unfreezes(self) -> FinetuneParams:
@@ -267,10 +304,18 @@ class Params(_Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _key(loc: tuple) -> str:
+    """The dotted key path of an error; the optimizer's union tag (``optimizer.sgd.lr``) is left
+    out, since the user wrote ``optimizer.lr``."""
+    parts = [str(p) for i, p in enumerate(loc)
+             if not (i and loc[i - 1] == "optimizer" and p in ("adamw", "sgd"))]
+    return ".".join(parts) or "(top level)"
+
+
 def _format(err: ValidationError, source: str) -> str:
     lines = [f"{source}: {err.error_count()} invalid param(s):"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = _key(e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (typo?); value {e['input']!r}")
         else:

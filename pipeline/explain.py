@@ -11,7 +11,7 @@ never materialises the attention matrix, so a forward hook on each block's ``att
 captures q and k and recomputes ``softmax(q k^T * scale)`` (in float32) on the side.
 
     >>> from pipeline.predict import Predictor, load_image
-    >>> p = Predictor.load("models/finetune_b16/best.ckpt")
+    >>> p = Predictor.load("models/finetune_b16/model.safetensors")
     >>> mask = p.explain("cat.png")              # (grid, grid), sums to 1
     >>> overlay(load_image("cat.png"), mask).save("cat_attention.png")
 
@@ -87,10 +87,12 @@ def attention_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def rollout(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (B, classes), rollout (B, grid, grid)) for a preprocessed batch ``x``."""
-    with AttentionRecorder(model) as rec:
-        logits = model(x)
+def rollout(classifier: nn.Module, images) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, classes), rollout (B, grid, grid)) of uint8 ``images`` (a (B, H, W, C) batch
+    or a sequence of (H, W, C) images) through an :class:`~pipeline.models.ImageClassifier`,
+    under whatever autocast the caller set."""
+    with AttentionRecorder(classifier.vit) as rec:
+        logits = classifier(images)
     return logits, attention_rollout(rec.attentions)
 
 

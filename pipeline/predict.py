@@ -1,19 +1,20 @@
 """Predict with a trained ViT: top-k classes for image files, folders or in-memory images.
 
-The model comes from a checkpoint our training stages wrote (``models/<variant>/best.ckpt``), from
-an MLflow run (``runs:/<run_id>`` or the bare run id: the run's ``checkpoints/best.ckpt``
-artifact), or from a registered model version (``models:/<name>/<version>``,
-``models:/<name>/<alias>`` or ``models:/<name>@<alias>``: that version's run, same artifact).
-MLflow is reached as the training stages reach it (``MLFLOW_TRACKING_URI``, else the project's
-``mlflow.db``).
+The model is the trained-model file a training stage wrote (``models/<variant>/model.safetensors``,
+or the variant's dir), from an MLflow run (``runs:/<run_id>`` or the bare run id: the run's
+``trained/model.safetensors`` artifact), or from a registered model version
+(``models:/<name>/<version>``, ``models:/<name>/<alias>`` or ``models:/<name>@<alias>``: that
+version's run, same artifact). MLflow is reached as the training stages reach it
+(``MLFLOW_TRACKING_URI``, else the project's ``mlflow.db``).
 
 Images are converted to uint8 RGB (grayscale replicated, palettes expanded, an alpha channel
-composited over black, 16-bit scaled to 8-bit, EXIF orientation applied) and then, one by one, go
-through ``DevicePreprocess`` on the device, the module training uses: the whole image is resized
+composited over black, 16-bit scaled to 8-bit, EXIF orientation applied) and then go through the
+:class:`~pipeline.models.ImageClassifier` training uses, each image preprocessed on its own on the
+device (with the autocast of :func:`~pipeline.models.autocast_dtype`): the whole image is resized
 (bicubic, antialiased when shrinking; not cropped, so a non-square image is stretched) to the
 model's square input size and normalised as in training.
 
-    python -m pipeline.predict --model models/finetune_b16/best.ckpt photos/ cat.png
+    python -m pipeline.predict --model models/finetune_b16/model.safetensors photos/ cat.png
     python -m pipeline.predict --model runs:/<run_id> --json --top-k 3 --explain attn/ photos/
     vit-predict --model models:/vit-cifar10-finetune_b16/1 photos/
 
@@ -21,7 +22,7 @@ Exit code: 0 when every image was predicted, 1 when some file could not be read 
 gets its own error entry; the others are still predicted), 2 when nothing was run (bad model
 source, no images found, bad arguments).
 
-    >>> p = Predictor.load("models/finetune_b16/best.ckpt")
+    >>> p = Predictor.load("models/finetune_b16")
     >>> p.predict(["cat.png", pil_image, uint8_array], top_k=3)[0].top_k
     (('cat', 0.91), ('dog', 0.05), ('deer', 0.01))
 """
@@ -29,183 +30,27 @@ source, no images found, bad arguments).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import sys
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from .evaluation import load_trained
-from .explain import AttentionRecorder, attention_rollout, overlay
-from .models import CheckpointError, VisionTransformer
-from .training.preprocess import DevicePreprocess
-from .training.tracking import tracking_uri
+from .errors import CheckpointError
+from .explain import overlay, rollout
+from .images import ImageError, ImageLike, as_list, find_images, load_image, to_rgb
+from .model_source import local_model_file
+from .models.artifact import load_classifier
+from .models.classifier import ImageClassifier, autocast, autocast_dtype
+from .models.vit import VisionTransformer
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-CHECKPOINT_ARTIFACT = "checkpoints/best.ckpt"  # where pipeline.training.run logs the best weights
-_RUN_ID = re.compile(r"[0-9a-f]{32}")  # MLflow run ids are uuid4 hex
-
-ImageLike = str | Path | Image.Image | np.ndarray
-
-
-class ImageError(ValueError):
-    """An image cannot be read or converted; the message names the file (or input) and why."""
-
-
-# --------------------------------------------------------------------------- images
-
-
-def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
-    """A PIL image or a uint8 array (H, W) / (H, W, 1|3|4) -> uint8 (H, W, 3) RGB.
-
-    Gray is replicated, palette expanded, alpha composited over black (transparent pixels carry
-    no colour), 16-bit gray scaled to 8 bits."""
-    if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16L", "I;16B", "I"):  # 16-bit PNG gray
-            image = np.asarray(image, dtype=np.int64).clip(0, 65535) // 257
-            image = image.astype(np.uint8)
-        else:
-            has_alpha = "A" in image.getbands() or "transparency" in image.info
-            image = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:
-        raise ImageError(f"expected uint8 pixels, got {arr.dtype}")
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or 0 in arr.shape:
-        raise ImageError(f"expected an (H, W) or (H, W, 1|3|4) image, got shape {arr.shape}")
-    if arr.shape[-1] == 1:
-        return np.repeat(arr, 3, axis=-1)
-    if arr.shape[-1] == 4:
-        rgb, a = arr[..., :3].astype(np.uint32), arr[..., 3:].astype(np.uint32)
-        return ((rgb * a + 127) // 255).astype(np.uint8)  # over black
-    return arr
-
-
-def load_image(path: str | Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB from an image file (PNG, JPEG, anything Pillow reads), EXIF orientation
-    applied; ``ImageError`` naming the file and the reason when it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated or corrupt file fails here, not later
-            return to_rgb(ImageOps.exif_transpose(im))
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory") from None
-    except ImageError as e:
-        raise ImageError(f"{path}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ...
-        raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-
-
-def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given (any suffix; a missing one is kept, to be reported when read), and the
-    .png/.jpg/.jpeg files under folders, recursively and sorted; each file once."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for p in map(Path, paths):
-        found = (sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
-                        and f.is_file()) if p.is_dir() else [p])
-        for f in found:
-            key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                out.append(f)
-    return out
-
-
-def _as_list(images: ImageLike | Sequence[ImageLike]) -> list[ImageLike]:
-    """A list/tuple of images, a uint8 (N, H, W, C) batch, or one image (a batch of one)."""
-    if isinstance(images, (list, tuple)):
-        return list(images)
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        return list(images)
-    return [images]
-
-
-# --------------------------------------------------------------------------- model sources
-
-
-def _mlflow_client(uri: str):
-    from mlflow import MlflowClient
-
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise CheckpointError(f"no MLflow database at {db}: run from the project root or set "
-                                  "MLFLOW_TRACKING_URI")
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _download(uri: str, run_id: str, artifact: str, dst: str) -> Path:
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    client = _mlflow_client(uri)
-    try:
-        client.get_run(run_id)
-    except MlflowException as e:
-        raise CheckpointError(f"no MLflow run {run_id} in {uri} ({e.error_code})") from None
-    try:
-        return Path(download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=dst,
-                                       tracking_uri=uri))
-    except Exception as e:  # noqa: BLE001 - MlflowException, OSError, per artifact store
-        raise CheckpointError(
-            f"MLflow run {run_id} has no artifact {artifact} (did its training finish?): "
-            f"{type(e).__name__}: {e}") from None
-
-
-def _model_version_run(uri: str, spec: str) -> str:
-    """The run id behind ``<name>/<version>``, ``<name>/<alias>`` or ``<name>@<alias>``."""
-    from mlflow.exceptions import MlflowException
-
-    name, sep, ref = spec.rpartition("@") if "@" in spec else spec.rpartition("/")
-    if not sep or not name or not ref:
-        raise CheckpointError(f"models:/{spec}: expected models:/<name>/<version> or "
-                              "models:/<name>@<alias>")
-    client = _mlflow_client(uri)
-    try:
-        mv = (client.get_model_version(name, ref) if ref.isdigit()
-              else client.get_model_version_by_alias(name, ref))
-    except MlflowException as e:
-        what = "version" if ref.isdigit() else "alias"
-        raise CheckpointError(f"models:/{spec}: registered model {name!r} has no {what} {ref!r} "
-                              f"in {uri} ({e.error_code})") from None
-    if not mv.run_id:
-        raise CheckpointError(f"models:/{spec}: version {mv.version} was not registered from an "
-                              "MLflow run, so there is no checkpoint artifact to load")
-    return mv.run_id
-
-
-@contextlib.contextmanager
-def local_checkpoint(source: str | Path, uri: str | None = None) -> Iterator[Path]:
-    """A local path to the checkpoint ``source`` names, downloaded into a temporary directory
-    (removed afterwards) when it lives in MLflow."""
-    s = str(source)
-    if s.startswith(("runs:/", "models:/")) or (not Path(s).exists() and _RUN_ID.fullmatch(s)):
-        uri = uri or tracking_uri()
-        if s.startswith("models:/"):
-            run_id, artifact = _model_version_run(uri, s.removeprefix("models:/")), None
-        else:
-            run_id, _, artifact = s.removeprefix("runs:/").strip("/").partition("/")
-        with tempfile.TemporaryDirectory(prefix="vit-predict-") as tmp:
-            yield _download(uri, run_id, artifact or CHECKPOINT_ARTIFACT, tmp)
-    elif Path(s).is_file():
-        yield Path(s)
-    else:
-        raise CheckpointError(
-            f"no checkpoint at {s}: give a .ckpt file, runs:/<run_id>, an MLflow run id or "
-            "models:/<name>/<version|alias>")
-
+__all__ = ["ImageError", "Prediction", "Predictor", "find_images", "load_image", "main",
+           "predict_files", "to_rgb"]
 
 # --------------------------------------------------------------------------- predictor
 
@@ -231,42 +76,43 @@ class Prediction:
 
 
 class Predictor:
-    """A trained ViT in eval mode on a device, with its class names. Device ``None``: CUDA if
-    available; on a GPU the forward pass runs under bf16 autocast (fp16 without bf16)."""
+    """A trained classifier in eval mode on a device, with its class names. Device ``None``: CUDA
+    if available; the autocast dtype is :func:`~pipeline.models.autocast_dtype`'s for the device
+    (bf16 on a GPU that has it, fp16 on one that has not, fp32 on a CPU)."""
 
-    def __init__(self, model: VisionTransformer, classes: Sequence[str] | None = None, *,
+    def __init__(self, classifier: ImageClassifier | VisionTransformer,
+                 classes: Sequence[str] | None = None, *,
                  device: str | torch.device | None = None, source: str | None = None) -> None:
-        cfg = model.cfg
+        if isinstance(classifier, VisionTransformer):  # with the default preprocessing
+            classifier = ImageClassifier(classifier)
+        cfg = classifier.cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.eval().to(self.device)
+        self.classifier = classifier.eval().to(self.device)
         self.classes = list(classes) if classes else [str(i) for i in range(cfg.num_classes)]
         if len(self.classes) != cfg.num_classes:
             raise ValueError(f"{len(self.classes)} class names for {cfg.num_classes} outputs")
         if cfg.in_chans not in (1, 3):
             raise ValueError(f"cannot feed images to a model with {cfg.in_chans} input channels")
-        self.preprocess = DevicePreprocess(cfg.img_size, cfg.in_chans).to(self.device)
-        self.amp_dtype = None
-        if self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = autocast_dtype(self.device)
         self.source = source
 
     @classmethod
     def load(cls, source: str | Path, *, device: str | torch.device | None = None,
              tracking_uri: str | None = None) -> Predictor:
-        """From a checkpoint path, ``runs:/<run_id>[/<artifact>]``, a bare run id, or
-        ``models:/<name>/<version|alias>`` / ``models:/<name>@<alias>``."""
-        with local_checkpoint(source, tracking_uri) as path:
-            model, hp = load_trained(path)
-        return cls(model, hp.get("classes"), device=device, source=str(source))
+        """From a model file (or a variant's dir holding one), ``runs:/<run_id>[/<artifact>]``, a
+        bare run id, or ``models:/<name>/<version|alias>`` / ``models:/<name>@<alias>``."""
+        with local_model_file(source, tracking_uri) as path:
+            trained = load_classifier(path)
+        return cls(trained.classifier, trained.classes, device=device, source=str(source))
 
     @property
     def grid_size(self) -> int:
-        return self.model.cfg.grid_size
+        return self.classifier.cfg.grid_size
 
     def _pixels(self, image: ImageLike) -> np.ndarray:
         """uint8 (H, W, in_chans)."""
         rgb = load_image(image) if isinstance(image, (str, Path)) else to_rgb(image)
-        if self.model.cfg.in_chans == 1:
+        if self.classifier.cfg.in_chans == 1:
             return np.asarray(Image.fromarray(rgb).convert("L"))[..., None]
         return rgb
 
@@ -274,23 +120,18 @@ class Predictor:
     def _forward(self, pixels: Sequence[np.ndarray], explain: bool = False
                  ) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities (B, classes) float32 and, if ``explain``, rollouts (B, grid, grid)."""
-        # one image at a time (sizes may differ) through the module training uses
-        x = torch.cat([self.preprocess(torch.from_numpy(np.require(p, requirements=["C", "W"]))
-                                       .unsqueeze(0).to(self.device))
-                       for p in pixels])  # (B, C, S, S)
-        recorder = AttentionRecorder(self.model) if explain else contextlib.nullcontext()
-        with recorder, torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                      enabled=self.amp_dtype is not None):
-            logits = self.model(x)
+        images = [torch.from_numpy(np.require(p, requirements=["C", "W"])).to(self.device)
+                  for p in pixels]  # sizes may differ: the classifier resizes each
+        with autocast(self.device, self.amp_dtype):
+            logits, masks = rollout(self.classifier, images) if explain else \
+                (self.classifier(images), None)
         probs = logits.float().softmax(dim=-1).cpu().numpy()
-        if not explain:
-            return probs, None
-        return probs, attention_rollout(recorder.attentions).cpu().numpy()
+        return probs, (None if masks is None else masks.cpu().numpy())
 
     def _batches(self, images, batch_size: int, explain: bool):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        items = _as_list(images)
+        items = as_list(images)
         for start in range(0, len(items), batch_size):
             yield self._forward([self._pixels(im) for im in items[start:start + batch_size]],
                                 explain)
@@ -390,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image files, or folders searched recursively for .png/.jpg/.jpeg")
     parser.add_argument("--model", required=True, metavar="SOURCE",
-                        help="a .ckpt file, runs:/<run_id>, an MLflow run id, or "
-                        "models:/<name>/<version|alias>")
+                        help="a model.safetensors (or a variant's dir, models/<variant>), "
+                        "runs:/<run_id>, an MLflow run id, or models:/<name>/<version|alias>")
     parser.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")

@@ -17,21 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import VisionTransformer
-from .training.preprocess import DevicePreprocess
-from .training.tracking import tracking_uri
+from .models.classifier import ImageClassifier
+from .store import tracking_uri
 
 
 class ServingModel(nn.Module):
-    """uint8 images (N, H, W, C) -> probabilities (N, num_classes), preprocessing included."""
+    """uint8 images (N, H, W, C) -> probabilities (N, num_classes): the trained
+    :class:`~pipeline.models.ImageClassifier` (preprocessing included) and a softmax."""
 
-    def __init__(self, model: VisionTransformer) -> None:
+    def __init__(self, classifier: ImageClassifier) -> None:
         super().__init__()
-        self.preprocess = DevicePreprocess(model.cfg.img_size, model.cfg.in_chans)
-        self.model = model
+        self.classifier = classifier
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self.preprocess(images)).float().softmax(-1)
+        return self.classifier(images).float().softmax(-1)
 
 
 def input_example(image_shape: tuple[int, int, int], n: int = 2) -> np.ndarray:
@@ -40,7 +39,7 @@ def input_example(image_shape: tuple[int, int, int], n: int = 2) -> np.ndarray:
 
 
 def log_serving_model(
-    model: VisionTransformer,
+    model: ImageClassifier,
     *,
     run_id: str,
     classes: list[str],

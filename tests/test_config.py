@@ -132,3 +132,27 @@ def test_group_key_follows_training_params_not_evaluation():
     assert parse_params(data).group_key() == key
     data["scratch"]["scratch_s4"]["train"]["epochs"] = 30
     assert parse_params(data).group_key() != key
+
+
+def test_rarely_set_keys_take_schema_defaults():
+    d = copy.deepcopy(_real())
+    ft = d["finetune"]["finetune_b16"]
+    ft["model"] = {"variant": "B/16", "img_size": 384}  # sizes, dropouts: the variant's / 0
+    ft["train"]["optimizer"] = {"name": "sgd", "lr": 0.01}  # momentum 0.9, no weight decay
+    del ft["train"]["ema_decay"], ft["train"]["label_smoothing"]
+    ft["augment"] = {"crop_padding": 4, "hflip": True}  # no RandAugment, erasing, mixing
+    p = parse_params(d).finetune["finetune_b16"]
+    assert p.model.vit_config(num_classes=10).embed_dim == 768
+    assert p.model.drop_path == 0.0 and p.train.ema_decay is None
+    assert p.train.label_smoothing == 0.0
+    assert (p.train.optimizer.momentum, p.train.optimizer.weight_decay) == (0.9, 0.0)
+    assert not hasattr(p.train.optimizer, "betas")
+    assert p.augment.randaugment is None and p.augment.mix_prob == 0.0
+    assert p.backbone().freeze_epochs == ft["freeze_epochs"]
+
+
+def test_an_optimizer_holds_only_its_own_fields():
+    msg = _error(lambda d: d["scratch"]["scratch_ti4"]["train"]["optimizer"].update(momentum=0.9))
+    assert "scratch.scratch_ti4.train.optimizer.momentum: unknown key (typo?)" in msg
+    msg = _error(lambda d: d["scratch"]["scratch_ti4"]["train"]["optimizer"].update(name="lion"))
+    assert "scratch.scratch_ti4.train.optimizer" in msg and "'lion'" in msg

@@ -92,3 +92,15 @@ def test_a_tiny_bench_step_runs_on_the_cpu_and_the_summary_tables_it(gpu_check, 
     assert gpu_check.main(["summary", "--out", str(out), "--wall", "5"]) == 0
     summary = (out / "summary.md").read_text()
     assert "| scratch_ti4 @32 | 4 | no |" in summary and "TINY" in summary
+
+
+def test_a_tiny_fsdp_step_reloads_its_checkpoint_and_model_file_on_the_cpu(gpu_check, tmp_path):
+    """The step that reads training's outputs back (the Lightning checkpoint's ViT weights, the
+    model file, evaluated as the evaluate stage does): on the CPU, without FSDP, in seconds."""
+    out = tmp_path / "out"
+    assert gpu_check.main(["fsdp", "--out", str(out)]) == 0
+    fig = json.loads((out / "gpu_check.json").read_text())["steps"]["fsdp"]
+    assert fig["strategy"] == "auto" and fig["epochs"] == 2
+    assert fig["full_unsharded_shapes"] and fig["model_file_matches_checkpoint"]
+    assert fig["reload_agrees"] and fig["reloaded_val_acc"] == pytest.approx(
+        fig["checkpoint_val_acc"], abs=1 / fig["val_images"] + 1e-6)

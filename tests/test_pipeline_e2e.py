@@ -75,8 +75,16 @@ def workspace(tmp_path_factory):
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     status = _dvc(ws, "status")
     third = _dvc(ws, "repro")
+    # what a code edit re-runs, as DVC sees it (dvc.yaml's deps; nothing is re-run here)
+    edited = {}
+    for name in ("pipeline/report/page.py", "pipeline/models/vit.py", "pipeline/config.py"):
+        path = ws / name
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        edited[name] = _dvc(ws, "status")
+        path.write_text(text)
     return dict(ws=ws, db=root / "mlflow.db", first=first, second=second, status=status,
-                third=third)
+                third=third, edited=edited)
 
 
 def test_first_repro_runs_every_stage_and_writes_metrics(workspace):
@@ -122,12 +130,12 @@ def test_runs_are_children_of_one_parent_with_metrics(workspace):
     first = min(parents, key=lambda r: r.info.start_time)
     children = client.search_runs(
         [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{first.info.run_id}'")
-    # each training stage made its run a child of the parent at once; only the finetune edit
-    # below left runs (the reused scratch ones) for evaluate to move under the new parent
-    assert "moves under" not in workspace["first"]
-    assert workspace["third"].count("moves under") == 2
-    # the finetune edit re-trained only "finetune", whose old run stays with the first parent;
-    # evaluate moved the two reused scratch runs under the new parent
+    # training runs know nothing of comparisons: evaluate put the three under the parent, and
+    # after the finetune edit the new finetune run and the two reused scratch runs under the
+    # new parent
+    assert workspace["first"].count("goes under this comparison's parent") == 3
+    assert workspace["third"].count("goes under this comparison's parent") == 3
+    # the finetune edit re-trained only "finetune", whose old run stays with the first parent
     assert {r.info.run_name for r in children} == {"finetune"}
     latest = max(parents, key=lambda r: r.info.start_time)
     children = client.search_runs(
@@ -168,3 +176,20 @@ def test_finetune_edit_reruns_only_finetune_and_evaluate(workspace):
     assert "finetune@finetune" in workspace["status"]
     assert "train_scratch" not in workspace["status"] and "pretrained" not in workspace["status"]
     assert _ran(workspace["third"]) == ["finetune@finetune", "evaluate"]
+
+
+def _stages_in(status: str) -> set[str]:
+    """The stages ``dvc status`` reports as changed (lines ``<stage>:`` at the left margin)."""
+    return {line[:-1] for line in status.splitlines()
+            if line.endswith(":") and not line.startswith((" ", "\t"))}
+
+
+def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(workspace):
+    edited = workspace["edited"]
+    assert _stages_in(edited["pipeline/report/page.py"]) == {"evaluate"}
+    assert _stages_in(edited["pipeline/models/vit.py"]) == {
+        "pretrained@ref", "train_scratch@scratch", "train_scratch@scratch_deep",
+        "finetune@finetune", "evaluate"}  # not prepare: it does not build a model
+    assert _stages_in(edited["pipeline/config.py"]) == {
+        "prepare", "pretrained@ref", "train_scratch@scratch", "train_scratch@scratch_deep",
+        "finetune@finetune", "evaluate"}

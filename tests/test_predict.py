@@ -1,8 +1,9 @@
 """Prediction and attention rollout (pipeline/predict.py, pipeline/explain.py).
 
 One tiny model is trained for one epoch through the real ``pipeline.training.run.fit``, so the
-checkpoint and its MLflow artifact ``checkpoints/best.ckpt`` are exactly what training writes.
-Predictions must equal ``load_trained`` + ``DevicePreprocess`` + softmax done by hand; a bad file
+model file ``model.safetensors`` and its MLflow artifact ``trained/model.safetensors`` are exactly
+what training writes. Predictions must equal the best checkpoint's weights + ``DevicePreprocess`` +
+softmax done by hand; a bad file
 gets its own error while the rest are predicted; rollout must equal one computed from attention
 matrices materialised by a hand-written forward pass that reproduces the model's logits.
 """
@@ -20,11 +21,17 @@ from PIL import Image
 
 from pipeline.config import parse_params
 from pipeline.data import load_prepared
-from pipeline.evaluation import load_trained
+from pipeline.errors import CheckpointError
 from pipeline.explain import attention_rollout, overlay, rollout
-from pipeline.models import CheckpointError, build_vit
+from pipeline.models import (
+    DevicePreprocess,
+    ImageClassifier,
+    VisionTransformer,
+    ViTConfig,
+    build_vit,
+)
 from pipeline.predict import ImageError, Predictor, find_images, main, to_rgb
-from pipeline.training.preprocess import DevicePreprocess
+from pipeline.training.checkpoint_io import read_weights
 from pipeline.training.run import fit
 
 from conftest import TINY_MODEL, make_tiny_params
@@ -32,7 +39,8 @@ from conftest import TINY_MODEL, make_tiny_params
 
 @pytest.fixture(scope="module")
 def trained(digits_dir, tmp_path_factory):
-    """A 1-epoch tiny ViT on digits: its best.ckpt, MLflow run (own SQLite db) and test images."""
+    """A 1-epoch tiny ViT on digits: its model file (and best.ckpt), MLflow run (own SQLite db)
+    and test images."""
     tmp = tmp_path_factory.mktemp("predict")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     p = parse_params(make_tiny_params())
@@ -42,7 +50,7 @@ def trained(digits_dir, tmp_path_factory):
         "train": p.scratch["scratch"].train.model_copy(update={"epochs": 1, "batch_size": 32}),
         "augment": p.finetune["finetune"].augment})
     torch.manual_seed(0)
-    model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
+    model = ImageClassifier(VisionTransformer(sp.model.vit_config(num_classes=10)))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         result = fit(name="scratch", stage="train_scratch", model=model, params=sp,
@@ -50,21 +58,29 @@ def trained(digits_dir, tmp_path_factory):
                      data_dir=digits_dir, out_dir=tmp / "ckpt", logged_params={})
     _, splits = load_prepared(digits_dir)
     images = np.array(splits["test"][0][:12])  # (12, 8, 8, 1) uint8
-    return SimpleNamespace(ckpt=tmp / "ckpt" / "best.ckpt", run_id=result.run_id, uri=uri,
+    return SimpleNamespace(model=tmp / "ckpt" / result.model_file, dir=tmp / "ckpt",
+                           ckpt=tmp / "ckpt" / "best.ckpt", run_id=result.run_id, uri=uri,
                            images=images)
 
 
 @pytest.fixture(scope="module")
 def predictor(trained):
-    return Predictor.load(trained.ckpt, device="cpu")
+    return Predictor.load(trained.model, device="cpu")
+
+
+def _hparams(ckpt) -> dict:
+    """The record training keeps in a Lightning checkpoint: params, model config, classes."""
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
 
 
 def _reference_probs(ckpt, images: np.ndarray) -> np.ndarray:
-    """What evaluation does: load_trained, DevicePreprocess on the uint8 batch, softmax."""
-    model, _ = load_trained(ckpt)
+    """By hand, from the best checkpoint: its weights into a plain ViT of its config,
+    DevicePreprocess on the uint8 batch, softmax."""
+    model = VisionTransformer(ViTConfig(**_hparams(ckpt)["model_config"]))
+    model.load_state_dict(read_weights(ckpt))
     with torch.no_grad():
         x = DevicePreprocess(model.cfg.img_size, model.cfg.in_chans)(torch.from_numpy(images))
-        return model(x).softmax(-1).numpy()
+        return model.eval()(x).softmax(-1).numpy()
 
 
 def _save(path: Path, array: np.ndarray, mode: str | None = None, **kw) -> Path:
@@ -76,7 +92,7 @@ def _save(path: Path, array: np.ndarray, mode: str | None = None, **kw) -> Path:
 # --------------------------------------------------------------------------- predict
 
 
-def test_probabilities_match_load_trained_plus_preprocess_plus_softmax(trained, predictor):
+def test_probabilities_match_best_weights_plus_preprocess_plus_softmax(trained, predictor):
     ref = _reference_probs(trained.ckpt, trained.images)
     probs = predictor.predict_proba(trained.images, batch_size=5)  # a 4-D batch, 3 batches
     assert probs.shape == (12, 10) and probs.dtype == np.float32
@@ -85,7 +101,7 @@ def test_probabilities_match_load_trained_plus_preprocess_plus_softmax(trained, 
     assert ref.std(axis=-1).min() > 1e-3  # not uniform: the comparison can fail
 
     preds = predictor.predict(trained.images, top_k=3)
-    _, hp = load_trained(trained.ckpt)
+    hp = _hparams(trained.ckpt)
     assert predictor.classes == hp["classes"] == [str(i) for i in range(10)]
     for pred, row in zip(preds, ref):
         order = np.argsort(-row)[:3]
@@ -94,6 +110,10 @@ def test_probabilities_match_load_trained_plus_preprocess_plus_softmax(trained, 
         np.testing.assert_allclose([p for _, p in pred.top_k], row[order], atol=1e-6)
         assert pred.label == pred.top_k[0][0] and pred.probability == pred.top_k[0][1]
     assert len(predictor.predict(trained.images[:1], top_k=50)[0].top_k) == 10  # capped
+    # the variant's dir holding the model file loads the same model
+    by_dir = Predictor.load(trained.dir, device="cpu")
+    np.testing.assert_allclose(by_dir.predict_proba(trained.images), ref, atol=1e-6)
+    assert by_dir.classes == predictor.classes
 
 
 def test_every_input_kind_and_file_mode_gives_the_same_probabilities(trained, predictor, tmp_path):
@@ -166,7 +186,7 @@ def test_folders_recurse_sorted_for_images_only(image_tree):
 
 def test_cli_json_reports_each_bad_file_and_predicts_the_rest(
         trained, predictor, image_tree, capsys):
-    code = main(["--model", str(trained.ckpt), "--json", "--top-k", "3", "--batch-size", "3",
+    code = main(["--model", str(trained.model), "--json", "--top-k", "3", "--batch-size", "3",
                  str(image_tree)])
     out, err = capsys.readouterr()
     assert code == 1
@@ -189,7 +209,7 @@ def test_cli_json_reports_each_bad_file_and_predicts_the_rest(
 
 
 def test_cli_table_exit_codes(trained, image_tree, tmp_path, capsys):
-    assert main(["--model", str(trained.ckpt), str(image_tree / "a0.png"),
+    assert main(["--model", str(trained.model), str(image_tree / "a0.png"),
                  str(image_tree / "b" / "c" / "a2.jpeg")]) == 0
     out, _ = capsys.readouterr()
     lines = out.splitlines()
@@ -197,13 +217,13 @@ def test_cli_table_exit_codes(trained, image_tree, tmp_path, capsys):
     assert len(lines) == 1 + 2 * 5  # top-5 rows per image
     assert lines[1].startswith(str(image_tree / "a0.png"))
 
-    assert main(["--model", str(trained.ckpt), str(image_tree)]) == 1
+    assert main(["--model", str(trained.model), str(image_tree)]) == 1
     out, _ = capsys.readouterr()
     assert f"{image_tree / 'b' / 'cut.png'}" in out and "error: " in out
 
     for argv, msg in [
-        (["--model", str(tmp_path / "none.ckpt"), str(image_tree)], "no checkpoint at"),
-        (["--model", str(trained.ckpt), str(tmp_path / "empty")], "no .png/.jpg/.jpeg images"),
+        (["--model", str(tmp_path / "none.safetensors"), str(image_tree)], "no model file at"),
+        (["--model", str(trained.model), str(tmp_path / "empty")], "no .png/.jpg/.jpeg images"),
     ]:
         (tmp_path / "empty").mkdir(exist_ok=True)
         assert main(argv) == 2
@@ -219,16 +239,17 @@ def test_cli_table_exit_codes(trained, image_tree, tmp_path, capsys):
 def test_load_by_run_id_runs_uri_and_registered_model(trained, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained.uri)
     client = mlflow.MlflowClient(trained.uri, registry_uri=trained.uri)
-    arts = [a.path for a in client.list_artifacts(trained.run_id, "checkpoints")]
-    assert arts == ["checkpoints/best.ckpt"]  # what pipeline.training.run logs
+    arts = [a.path for a in client.list_artifacts(trained.run_id, "trained")]
+    assert arts == ["trained/model.safetensors"]  # what pipeline.training.run logs
+    assert client.list_artifacts(trained.run_id, "checkpoints") == []  # no Lightning checkpoint
     client.create_registered_model("vit-digits")
-    mv = client.create_model_version("vit-digits", f"runs:/{trained.run_id}/checkpoints",
+    mv = client.create_model_version("vit-digits", f"runs:/{trained.run_id}/trained",
                                      run_id=trained.run_id)
     client.set_registered_model_alias("vit-digits", "champion", mv.version)
 
     ref = _reference_probs(trained.ckpt, trained.images)
     for source in (trained.run_id, f"runs:/{trained.run_id}",
-                   f"runs:/{trained.run_id}/checkpoints/best.ckpt", "models:/vit-digits/1",
+                   f"runs:/{trained.run_id}/trained/model.safetensors", "models:/vit-digits/1",
                    "models:/vit-digits@champion", "models:/vit-digits/champion"):
         p = Predictor.load(source, device="cpu")
         np.testing.assert_allclose(p.predict_proba(trained.images), ref, atol=1e-6,
@@ -237,7 +258,7 @@ def test_load_by_run_id_runs_uri_and_registered_model(trained, monkeypatch, caps
 
     for source, msg in [
         ("0" * 32, f"no MLflow run {'0' * 32}"),
-        (f"runs:/{trained.run_id}/checkpoints/last.ckpt", "has no artifact checkpoints/last"),
+        (f"runs:/{trained.run_id}/checkpoints/best.ckpt", "has no artifact checkpoints/best"),
         ("models:/vit-digits/7", "has no version '7'"),
         ("models:/nope@champion", "'nope' has no alias 'champion'"),
     ]:
@@ -284,14 +305,19 @@ def test_rollout_equals_one_from_materialised_attention():
     torch.manual_seed(0)
     cfg = {k: v for k, v in TINY_MODEL.items() if k != "variant"}
     model = build_vit("custom", **{**cfg, "depth": 3}, num_classes=5).eval()
+    classifier = ImageClassifier(model).eval()
     with torch.no_grad():
         for blk in model.blocks:  # sharper attention than at init, so heads and layers differ
             blk.attn.qkv.weight.mul_(4.0)
         model.head.weight.normal_()
-        x = torch.randn(2, 3, 16, 16)
+        images = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
+        x = classifier.preprocess(images)
         logits_ref, attns = _materialised_forward(model, x)
-        logits, masks = rollout(model, x)
+        logits, masks = rollout(classifier, images)
+        logits_list, masks_list = rollout(classifier, list(images))  # a list of images: the same
     torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)  # same attention
+    torch.testing.assert_close(logits_list, logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(masks_list, masks, atol=1e-6, rtol=0)
     expected = _paper_rollout(attns)
     assert masks.shape == (2, 4, 4)
     assert (masks >= 0).all()
@@ -330,7 +356,7 @@ def test_explain_api_cli_and_overlay(trained, predictor, image_tree, tmp_path, m
 
     out_dir = tmp_path / "attn"
     (image_tree / "b" / "a0.png").write_bytes((image_tree / "a0.png").read_bytes())  # same stem
-    assert main(["--model", str(trained.ckpt), "--json", "--explain", str(out_dir),
+    assert main(["--model", str(trained.model), "--json", "--explain", str(out_dir),
                  str(image_tree)]) == 1
     doc = json.loads(capsys.readouterr().out)
     written = sorted(p.name for p in out_dir.iterdir())
@@ -346,7 +372,7 @@ def test_explain_api_cli_and_overlay(trained, predictor, image_tree, tmp_path, m
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_runs_under_autocast_and_agrees_with_the_cpu(trained, predictor):
-    gpu = Predictor.load(trained.ckpt)
+    gpu = Predictor.load(trained.model)
     assert gpu.device.type == "cuda" and gpu.amp_dtype is not None
     probs = gpu.predict_proba(trained.images)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)

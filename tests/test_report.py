@@ -1,12 +1,13 @@
-"""The comparison report (pipeline/report.py).
+"""The comparison report (pipeline/report/).
 
-Metrics are checked against numpy computed by hand on constructed cases (ECE with known bins, the
-reliability bins against the ECE, top-k, per-class accuracy, the most confident mistakes); the
-written report against its contract: every file, PNGs that decode and are not blank, one inlined
-image per figure, the table values, the finetune-minus-scratch sentence, gray and RGB images,
-a variant without history or throughput, 100 classes, and no partial report on a failure.
+The metrics themselves are tested in tests/evaluation/test_metrics.py; here, that the report
+renders the numbers of each variant's ``ClassificationMetrics`` (and refuses metrics of other
+labels), which mistakes it shows, and the written report against its contract: every file, PNGs
+that decode and are not blank, one inlined image per figure, the table values, the
+finetune-minus-scratch sentence, gray and RGB images, a variant without history or throughput,
+100 classes, and no partial report on a failure.
 
-``make_demo`` builds a realistic case (plausible probabilities, 20-epoch histories, rollout maps);
+``make_demo`` builds a realistic case (plausible logits, 20-epoch histories, rollout maps);
 ``python tests/test_report.py OUT_DIR`` writes its report for a look at the figures.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import sys
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import report as report_mod
+from pipeline.evaluation.metrics import classification_metrics
 from pipeline.report import (
     VariantResult,
     build_report,
@@ -35,9 +35,8 @@ from pipeline.report import (
     misclassified_figure,
     most_confident_mistakes,
     pretraining_gain,
-    reliability_bins,
-    variant_metrics,
 )
+from pipeline.report import page as page_mod
 
 FIGURES = ["per_class_accuracy.png", "reliability.png", "curves.png", "acc_vs_params.png",
            "acc_vs_throughput.png", "misclassified.png"]
@@ -46,15 +45,9 @@ FIGURES = ["per_class_accuracy.png", "reliability.png", "curves.png", "acc_vs_pa
 # ------------------------------------------------------------------------- synthetic data
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def synthetic_probs(rng: np.random.Generator, labels: np.ndarray, num_classes: int, *,
-                    skill: float, temperature: float = 1.0) -> np.ndarray:
-    """Softmax of noisy logits with the true class lifted by ``skill`` and some pairs of classes
+def synthetic_logits(rng: np.random.Generator, labels: np.ndarray, num_classes: int, *,
+                     skill: float, temperature: float = 1.0) -> np.ndarray:
+    """Noisy float32 logits with the true class lifted by ``skill`` and some pairs of classes
     confused with each other (as cat / dog are); ``temperature`` < 1 makes it over-confident."""
     n = len(labels)
     logits = rng.normal(0.0, 1.0, (n, num_classes))
@@ -62,7 +55,7 @@ def synthetic_probs(rng: np.random.Generator, labels: np.ndarray, num_classes: i
     partner = (labels + 1) % num_classes  # the look-alike class
     lookalike = labels % 3 == 0
     logits[np.flatnonzero(lookalike), partner[lookalike]] += 0.6 * skill
-    return _softmax(logits / temperature)
+    return (logits / temperature).astype(np.float32)
 
 
 def synthetic_history(rng: np.random.Generator, epochs: int, *, final_acc: float,
@@ -119,12 +112,12 @@ def make_demo(seed: int = 0, *, n: int = 2000, num_classes: int = 10, size: int 
     ]
     variants = []
     for name, kind, model, params, gflops, secs, ips, skill, temp, grid in specs:
-        probs = synthetic_probs(rng, labels, num_classes, skill=skill, temperature=temp)
-        final = float((probs.argmax(1) == labels).mean())
+        metrics = classification_metrics(
+            synthetic_logits(rng, labels, num_classes, skill=skill, temperature=temp), labels)
         variants.append(VariantResult(
             name=name, kind=kind, model=model, num_params=params, gflops=gflops,
-            train_seconds=secs, images_per_s=ips, probs=probs,
-            history=synthetic_history(rng, epochs, final_acc=final,
+            train_seconds=secs, images_per_s=ips, metrics=metrics,
+            history=synthetic_history(rng, epochs, final_acc=metrics.top1,
                                       speed=1.5 if kind == "finetune" else 6.0),
             attention=synthetic_rollout(rng, len(index), grid)))
     if classes is None:
@@ -135,12 +128,13 @@ def make_demo(seed: int = 0, *, n: int = 2000, num_classes: int = 10, size: int 
                 dataset="demo", attention_index=index)
 
 
-def _variant(name: str, kind: str, probs: np.ndarray, **kw) -> VariantResult:
+def _variant(name: str, kind: str, logits: np.ndarray, labels: np.ndarray, **kw) -> VariantResult:
     args = dict(model="32d/2L/4p@16", num_params=30_000, gflops=0.01, train_seconds=12.5,
                 images_per_s=1500.0, history=[{"epoch": 0, "val/acc": 0.5, "val/loss": 1.2,
                                                "train/loss": 1.5}])
     args.update(kw)
-    return VariantResult(name=name, kind=kind, probs=probs, **args)
+    return VariantResult(name=name, kind=kind, metrics=classification_metrics(logits, labels),
+                         **args)
 
 
 def _tiny(seed: int = 0, *, n: int = 60, k: int = 4, size: int = 8, channels: int = 1,
@@ -152,7 +146,7 @@ def _tiny(seed: int = 0, *, n: int = 60, k: int = 4, size: int = 8, channels: in
     return d
 
 
-def _report(tmp_path: Path, d: dict, **kw) -> dict:
+def _report(tmp_path: Path, d: dict, **kw) -> None:
     args = {k: v for k, v in d.items() if k != "variants"}
     args.update(kw)
     return build_report(tmp_path, d["variants"], **args)
@@ -165,97 +159,25 @@ def _distinct_colours(path: Path) -> int:
     return len(np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2]))
 
 
-# --------------------------------------------------------------------------------- metrics
-
-
-def test_ece_of_a_constant_confidence():
-    """All confidences 0.8, 60% correct: one bin, ECE = |0.6 - 0.8| = 0.2."""
-    probs = np.tile(np.array([0.8, 0.05, 0.05, 0.05, 0.05], np.float32), (10, 1))
-    labels = np.array([0] * 6 + [1] * 4)
-    m = variant_metrics(probs, labels, n_bins=15)
-    assert m["ece"] == pytest.approx(0.2, abs=1e-6)
-    conf, acc, count = reliability_bins(probs, labels, 15)
-    assert count.sum() == 10 and np.count_nonzero(count) == 1
-    b = int(np.flatnonzero(count)[0])
-    assert b == 12  # [12/15, 13/15): 0.8 is the left edge, bins are left-closed
-    assert conf[b] == pytest.approx(0.8) and acc[b] == pytest.approx(0.6)
-
-
-def test_ece_and_reliability_bins_agree_with_a_hand_computation():
-    """Three groups in known bins of 10: conf 0.95 all right, 0.55 half right, and saturated
-    (exactly 1.0) 3 of 4 right, which must land in the top bin (not a bin of its own)."""
-    k = 3
-    hi = np.tile(np.array([0.95, 0.03, 0.02], np.float32), (10, 1))  # bin 9, 10/10 right
-    mid = np.tile(np.array([0.55, 0.25, 0.20], np.float32), (6, 1))  # bin 5, 3/6 right
-    sat = np.tile(np.array([1.0, 0.0, 0.0], np.float32), (4, 1))  # bin 9, 3/4 right
-    probs = np.concatenate([hi, mid, sat])
-    labels = np.array([0] * 10 + [0, 0, 0, 1, 1, 2] + [0, 0, 0, 1])
-    conf, acc, count = reliability_bins(probs, labels, 10)
-    assert count.tolist() == [0, 0, 0, 0, 0, 6, 0, 0, 0, 14]
-    assert acc[5] == pytest.approx(0.5) and acc[9] == pytest.approx(13 / 14)
-    assert conf[9] == pytest.approx((10 * 0.95 + 4 * 1.0) / 14, abs=1e-6)
-    assert np.isnan(conf[0]) and np.isnan(acc[0])
-    hand = 6 / 20 * abs(0.5 - 0.55) + 14 / 20 * abs(13 / 14 - (9.5 + 4) / 14)
-    m = variant_metrics(probs, labels, n_bins=10)
-    assert m["ece"] == pytest.approx(hand, abs=1e-5)
-    seen = count > 0
-    from_bins = np.sum(count[seen] / count.sum() * np.abs(acc[seen] - conf[seen]))
-    assert m["ece"] == pytest.approx(from_bins, abs=1e-6)
-
-
-def test_reliability_bins_agree_with_ece_on_random_probs():
-    d = make_demo(3, n=500, num_classes=7, size=8, epochs=0, n_attention=0)
-    for v in d["variants"]:
-        for n_bins in (5, 15):
-            conf, acc, count = reliability_bins(v.probs, d["labels"], n_bins)
-            assert len(count) == n_bins and count.sum() == 500
-            seen = count > 0
-            ece = np.sum(count[seen] / 500 * np.abs(acc[seen] - conf[seen]))
-            assert variant_metrics(v.probs, d["labels"], n_bins=n_bins)["ece"] == \
-                pytest.approx(ece, abs=1e-5)
-
-
-def test_accuracies_and_loss_equal_numpy():
-    rng = np.random.default_rng(1)
-    n, k = 300, 8
-    labels = rng.integers(0, k, n)
-    labels[labels == 7] = 6  # class 7 has no test image
-    probs = synthetic_probs(rng, labels, k, skill=1.5)
-    m = variant_metrics(probs, labels)
-    pred = probs.argmax(1)
-    top5 = np.argsort(-probs, axis=1)[:, :5]
-    assert m["top1"] == pytest.approx(np.mean(pred == labels), abs=1e-6)
-    assert m["top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)), abs=1e-6)
-    assert m["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(n), labels])), rel=1e-5)
-    for c in range(7):
-        assert m["per_class"][c] == pytest.approx(np.mean(pred[labels == c] == c), abs=1e-9)
-    assert np.isnan(m["per_class"][7])
-    counts = np.zeros((k, k), int)
-    np.add.at(counts, (labels, pred), 1)
-    np.testing.assert_array_equal(m["confusion"], counts)
-
-
-def test_top_k_is_capped_by_the_number_of_classes_and_zero_probability_is_finite():
-    probs = np.array([[0.0, 0.7, 0.3], [0.2, 0.3, 0.5]], np.float32)
-    labels = np.array([0, 0])
-    m = variant_metrics(probs, labels)
-    assert m["top1"] == 0.0 and m["top5"] == 1.0  # top-3 of 3 classes
-    assert m["loss"] == pytest.approx((-math.log(1e-12) - math.log(0.2)) / 2, rel=1e-5)
+# ----------------------------------------------------------------- what the report renders
 
 
 def test_most_confident_mistakes_first():
-    probs = np.array([
-        [0.9, 0.1, 0.0],  # right
-        [0.2, 0.7, 0.1],  # wrong, 0.7
-        [0.1, 0.1, 0.8],  # wrong, 0.8
-        [0.3, 0.6, 0.1],  # right (label 1)
-        [0.4, 0.6, 0.0],  # wrong, 0.6
-        [0.1, 0.2, 0.7],  # wrong, 0.7 (a tie with 1: test-set order)
-    ], np.float32)
     labels = np.array([0, 0, 1, 1, 2, 0])
-    assert most_confident_mistakes(probs, labels, 10).tolist() == [2, 1, 5, 4]
-    assert most_confident_mistakes(probs, labels, 2).tolist() == [2, 1]
-    assert most_confident_mistakes(probs, np.array([0, 1, 2, 1, 1, 2]), 4).tolist() == []
+    logits = np.array([
+        [3.0, 0.0, -2.0],  # right
+        [0.0, 2.0, -1.0],  # wrong
+        [-1.0, -1.0, 3.0],  # wrong, the most confident
+        [0.0, 0.5, -1.0],  # right (label 1)
+        [0.0, 0.4, -5.0],  # wrong, the least confident
+        [0.0, 2.0, -1.0],  # wrong, the same as 1 (a tie: test-set order)
+    ], np.float32)
+    m = classification_metrics(logits, labels)
+    assert most_confident_mistakes(m, labels, 10).tolist() == [2, 1, 5, 4]
+    assert most_confident_mistakes(m, labels, 2).tolist() == [2, 1]
+    assert most_confident_mistakes(m, labels, 0).tolist() == []
+    right = np.array([0, 1, 2, 1, 1, 1])
+    assert most_confident_mistakes(classification_metrics(logits, right), right, 4).tolist() == []
 
 
 def test_human_duration():
@@ -277,11 +199,12 @@ def gray_report(tmp_path_factory):
     v = d["variants"]
     v[1] = replace(v[1], history=[], images_per_s=float("nan"), gflops=float("nan"),
                    attention=None)
-    return out, d, _report(out, d)
+    assert _report(out, d) is None
+    return out, d
 
 
 def test_every_file_is_written_and_every_png_is_an_image(gray_report):
-    out, d, _ = gray_report
+    out, d = gray_report
     names = [v.name for v in d["variants"]]
     pngs = FIGURES + [f"confusion_{n}.png" for n in names] + ["attention.png"]
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(pngs)
@@ -296,64 +219,49 @@ def test_every_file_is_written_and_every_png_is_an_image(gray_report):
     assert not list(out.rglob(".*.tmp-*"))
 
 
-def test_summary_values_are_plain_floats_equal_to_numpy(gray_report):
-    out, d, summary = gray_report
-    labels = d["labels"]
-    assert list(summary) == [v.name for v in d["variants"]]
-    json.dumps(summary)  # plain Python numbers
-    for v in d["variants"]:
-        s = summary[v.name]
-        pred = v.probs.argmax(1)
-        assert type(s["top1"]) is float and type(s["num_params"]) is int
-        assert s["top1"] == pytest.approx(np.mean(pred == labels), abs=1e-6)
-        top5 = np.argsort(-v.probs, axis=1)[:, :5]
-        assert s["top5"] == pytest.approx(np.mean((top5 == labels[:, None]).any(1)), abs=1e-6)
-        assert set(s) == {"top1", "top5", "loss", "ece", "num_params", "gflops", "train_seconds",
-                          "images_per_s", "per_class_acc"}
-        assert list(s["per_class_acc"]) == d["classes"]
-        for c, name in enumerate(d["classes"]):
-            assert s["per_class_acc"][name] == pytest.approx(np.mean(pred[labels == c] == c))
-        np.testing.assert_equal([s["gflops"], s["images_per_s"]], [v.gflops, v.images_per_s])
-
-
 def test_html_is_self_contained_with_one_image_per_figure_and_the_table(gray_report):
-    out, d, summary = gray_report
+    out, d = gray_report
     page = (out / "report.html").read_text()
     n_png = len(list((out / "figures").glob("*.png")))
     assert page.count('<img src="data:image/png;base64,') == n_png
     assert "<script" not in page and not re.search(r'(src|href)="(?!data:)', page)
     assert "demo" in page.split("</title>")[0]
     for v in d["variants"]:
-        s = summary[v.name]
+        m = v.metrics
         assert f"<td>{v.name}</td>" in page
-        assert f"{100 * s['top1']:.2f}%" in page and f"{s['loss']:.4f}" in page
-        assert f"{100 * s['ece']:.2f}%" in page
-    best = max(summary.values(), key=lambda s: s["top1"])
-    assert f'<td class="num best">{100 * best["top1"]:.2f}%</td>' in page
+        assert f"{100 * m.top1:.2f}%" in page and f"{m.loss:.4f}" in page
+        assert f"{100 * m.ece:.2f}%" in page
+    best = max(v.metrics.top1 for v in d["variants"])
+    assert f'<td class="num best">{100 * best:.2f}%</td>' in page
     assert "1 h 08 min" in page  # finetune_b16: 4100 s
     assert page.count("<figcaption>") == n_png
+    assert "over 15 equal-width confidence bins" in page
 
 
 def test_markdown_has_a_row_per_variant_and_the_gain_sentence(gray_report):
-    out, d, summary = gray_report
+    out, d = gray_report
     md = (out / "report.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + len(d["variants"])
     for v, row in zip(d["variants"], rows[1:]):
+        m = v.metrics
         assert row.startswith(f"| {v.name} | {v.kind} |")
-    best_scratch = max(summary["scratch_ti4"]["top1"], summary["scratch_s4"]["top1"])
-    diff = 100 * (summary["finetune_b16"]["top1"] - best_scratch)
+        assert f"| {100 * m.top5:.2f}% " in row or f"| **{100 * m.top5:.2f}%** " in row
+        assert f"| {m.loss:.4f} | {100 * m.ece:.2f}% |" in row
+    top1 = {v.name: v.metrics.top1 for v in d["variants"]}
+    diff = 100 * (top1["finetune_b16"] - max(top1["scratch_ti4"], top1["scratch_s4"]))
     assert diff > 0 and f"= {diff:+.2f} points top-1." in md
 
 
 def test_csv_files(gray_report):
-    out, d, summary = gray_report
+    out, d = gray_report
     with open(out / "per_class.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["class"] + [v.name for v in d["variants"]]
     assert [r[0] for r in rows[1:]] == d["classes"]
-    assert float(rows[1][1]) == pytest.approx(summary["scratch_ti4"]["per_class_acc"][
-        d["classes"][0]])
+    for j, v in enumerate(d["variants"], start=1):
+        np.testing.assert_allclose([float(r[j]) for r in rows[1:]], v.metrics.per_class,
+                                   rtol=1e-7)
     with open(out / "curves" / "scratch_ti4.csv") as f:
         curves = list(csv.DictReader(f))
     assert list(curves[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"]
@@ -363,9 +271,7 @@ def test_csv_files(gray_report):
 
 
 def test_nan_throughput_and_empty_history(gray_report):
-    out, d, summary = gray_report
-    assert math.isnan(summary["scratch_s4"]["images_per_s"])
-    assert math.isnan(summary["scratch_s4"]["gflops"])
+    out, _ = gray_report
     assert (out / "curves" / "scratch_s4.csv").read_text() == \
         "epoch,train_loss,train_acc,val_loss,val_acc,lr\n"
     row = next(line for line in (out / "report.md").read_text().splitlines()
@@ -383,36 +289,35 @@ def test_curves_csv_leaves_missing_values_empty():
 
 def test_gain_sentence_is_negative_when_scratch_wins():
     labels = np.array([0, 1, 2, 0, 1, 2])
-    right = np.eye(3, dtype=np.float32)[labels] * 0.8 + 0.2 / 3
-    wrong = np.eye(3, dtype=np.float32)[(labels + 1) % 3] * 0.8 + 0.2 / 3
+    right = 3 * np.eye(3, dtype=np.float32)[labels]
+    wrong = 3 * np.eye(3, dtype=np.float32)[(labels + 1) % 3]
     half = np.concatenate([right[:3], wrong[3:]])
-    variants = [_variant("ft", "finetune", half), _variant("sc", "scratch", right),
-                _variant("sc2", "scratch", wrong)]
-    summary = {v.name: variant_metrics(v.probs, labels) for v in variants}
-    assert summary["sc"]["top1"] == 1.0 and summary["ft"]["top1"] == 0.5
-    md = markdown_report(summary, variants, dataset="toy", num_classes=3, num_images=6,
-                         n_bins=15)
+    variants = [_variant("ft", "finetune", half, labels), _variant("sc", "scratch", right, labels),
+                _variant("sc2", "scratch", wrong, labels)]
+    assert variants[1].metrics.top1 == 1.0 and variants[0].metrics.top1 == 0.5
+    md = markdown_report(variants, dataset="toy", num_classes=3, num_images=6, n_bins=15)
     assert "best finetune (ft, 50.00%) minus best scratch (sc, 100.00%) = -50.00 points" in md
     assert "| sc | scratch | 32d/2L/4p@16 | **100.00%** | **100.00%** |" in md
     assert "| top-3 |" in md  # top-min(5, K)
-    assert pretraining_gain(summary, variants[1:]) is None
+    assert pretraining_gain(variants[1:]) is None
 
 
 def test_misclassified_figure_without_mistakes_says_so():
     labels = np.array([0, 1, 0, 1])
-    probs = np.eye(2, dtype=np.float32)[labels]
+    m = classification_metrics(5 * np.eye(2, dtype=np.float32)[labels], labels)
     images = np.full((4, 8, 8, 1), 128, np.uint8)
-    fig = misclassified_figure("only", images, labels, probs, ["x", "y"], 16)
+    fig = misclassified_figure("only", images, labels, m, ["x", "y"], 16)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts == ["only made no mistakes on the 4 test images."]
 
 
 def test_misclassified_figure_titles_and_gray_images():
+    """Titles from the metrics' probabilities and predictions, the most confident first."""
     labels = np.array([0, 1, 2, 0])
-    probs = np.array([[0.1, 0.87, 0.03], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.5, 0.4, 0.1]],
-                     np.float32)
+    probs = np.array([[0.1, 0.87, 0.03], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.5, 0.4, 0.1]])
+    m = classification_metrics(np.log(probs), labels)
     images = np.random.default_rng(0).integers(0, 255, (4, 8, 8, 1), dtype=np.uint8)
-    fig = misclassified_figure("m", images, labels, probs, ["cat", "dog", "frog"], 16)
+    fig = misclassified_figure("m", images, labels, m, ["cat", "dog", "frog"], 16)
     shown = [ax for ax in fig.axes if ax.images]
     assert [ax.get_title().replace("\n", " ") for ax in shown] == [
         "cat → dog (p=0.87)", "frog → cat (p=0.60)"]
@@ -425,7 +330,7 @@ def test_hundred_classes(tmp_path, monkeypatch):
     classes are rendered for real; the report is built with the others not rasterised."""
     d = make_demo(4, n=200, num_classes=100, size=32, channels=3, epochs=3, n_attention=1)
     d["variants"] = d["variants"][1:]
-    real_png = report_mod.png_bytes
+    real_png = page_mod.png_bytes
     rendered = []
 
     def some_png(fig):
@@ -435,10 +340,11 @@ def test_hundred_classes(tmp_path, monkeypatch):
             return real_png(fig)
         return tiny_png()
 
-    monkeypatch.setattr(report_mod, "png_bytes", some_png)
-    summary = _report(tmp_path, d)
-    assert len(summary["finetune_b16"]["per_class_acc"]) == 100
+    monkeypatch.setattr(page_mod, "png_bytes", some_png)
+    _report(tmp_path, d)
     assert len(rendered) == 2
+    with open(tmp_path / "per_class.csv") as f:
+        assert len(list(csv.reader(f))) == 1 + 100
     assert len(list((tmp_path / "figures").glob("*.png"))) == len(FIGURES) + 2 + 1
     for name in ("per_class_accuracy.png", "confusion_finetune_b16.png"):
         assert _distinct_colours(tmp_path / "figures" / name) > 20, name
@@ -453,6 +359,35 @@ def test_no_attention_figure_without_maps(tmp_path, no_rendering):
         len(FIGURES) + len(d["variants"])
 
 
+def test_the_figures_draw_the_metrics_they_are_given(tmp_path, monkeypatch, no_rendering):
+    """The confusion figure shows ``metrics.confusion``, the reliability diagram
+    ``metrics.reliability`` and its ``n_bins``: nothing is recomputed from the labels."""
+    d = _tiny(10)
+    labels = d["labels"]
+    logits = synthetic_logits(np.random.default_rng(1), labels, 4, skill=2.0)
+    d["variants"] = [replace(v, metrics=classification_metrics(logits, labels, n_bins=7))
+                     for v in d["variants"]]
+    figs = {}
+
+    def keep(fig):
+        figs.setdefault(fig.axes[0].get_title(), fig)
+        return tiny_png()
+
+    monkeypatch.setattr(page_mod, "png_bytes", keep)
+    _report(tmp_path, d)
+    m = d["variants"][0].metrics
+    confusion = figs[next(t for t in figs if t.startswith(f"{d['variants'][0].name}: confusion"))]
+    shown = np.asarray(confusion.axes[0].images[0].get_array())
+    counts = m.confusion
+    np.testing.assert_allclose(shown, counts / counts.sum(axis=1, keepdims=True))
+    reliability = figs["Reliability diagram (7 equal-width confidence bins)"]
+    conf, acc, count = m.reliability
+    x, y = reliability.axes[0].lines[1].get_data()  # after the diagonal
+    np.testing.assert_array_equal(x, conf[count > 0])
+    np.testing.assert_array_equal(y, acc[count > 0])
+    assert "over 7 equal-width confidence bins" in (tmp_path / "report.md").read_text()
+
+
 # ------------------------------------------------- failures: nothing partial, nothing stale
 
 
@@ -465,7 +400,7 @@ def tiny_png() -> bytes:
 @pytest.fixture
 def no_rendering(monkeypatch):
     """Figures are built but not rasterised (the slow part): each 'PNG' is a fixed small one."""
-    monkeypatch.setattr(report_mod, "png_bytes", lambda fig: tiny_png())
+    monkeypatch.setattr(page_mod, "png_bytes", lambda fig: tiny_png())
 
 
 def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
@@ -481,6 +416,15 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path):
         _report(out, d, attention_index=np.array([0, len(d["labels"])]))
     with pytest.raises(ValueError, match="file name"):
         _report(out, {**d, "variants": [replace(d["variants"][0], name="../x")]})
+    with pytest.raises(ValueError, match="not computed with these labels"):
+        _report(out, d, labels=np.roll(d["labels"], 1))
+    with pytest.raises(ValueError, match=r"integers in \[0, K=4\)"):
+        _report(out, d, labels=d["labels"].astype(np.float64))
+    other_bins = replace(d["variants"][1], metrics=classification_metrics(
+        synthetic_logits(np.random.default_rng(0), d["labels"], 4, skill=1.0), d["labels"],
+        n_bins=10))
+    with pytest.raises(ValueError, match="number of ECE bins"):
+        _report(out, {**d, "variants": [d["variants"][0], other_bins]})
     d["variants"].append(d["variants"][0])
     with pytest.raises(ValueError, match="unique"):
         _report(out, d)
@@ -505,7 +449,7 @@ def test_an_unwritable_out_dir_raises_and_writes_no_report(tmp_path, blocker, no
 def test_a_failed_write_keeps_the_old_report_and_leaves_no_partial_file(tmp_path, monkeypatch,
                                                                          no_rendering, fail_at):
     (tmp_path / "report.html").write_text("old report")
-    real = report_mod.atomic_write
+    real = page_mod.atomic_write
 
     def failing(path, write):
         def half_then_fail(tmp):
@@ -514,8 +458,8 @@ def test_a_failed_write_keeps_the_old_report_and_leaves_no_partial_file(tmp_path
 
         return real(path, half_then_fail if Path(path) == tmp_path / fail_at else write)
 
-    monkeypatch.setattr(report_mod, "atomic_write", failing)
-    monkeypatch.setattr(report_mod, "atomic_write_text",
+    monkeypatch.setattr(page_mod, "atomic_write", failing)
+    monkeypatch.setattr(page_mod, "atomic_write_text",
                         lambda path, text: failing(path, lambda tmp: tmp.write_text(text)))
     with pytest.raises(OSError, match="No space left"):
         _report(tmp_path, _tiny(7), n_misclassified=4)
@@ -528,7 +472,7 @@ def test_a_failed_figure_writes_nothing(tmp_path, monkeypatch, no_rendering):
     def broken(*args, **kwargs):
         raise RuntimeError("rendering failed")
 
-    monkeypatch.setattr(report_mod, "curves_figure", broken)
+    monkeypatch.setattr(page_mod, "curves_figure", broken)
     with pytest.raises(RuntimeError, match="rendering failed"):
         _report(tmp_path, _tiny(8))
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -538,5 +482,5 @@ if __name__ == "__main__":  # python tests/test_report.py OUT_DIR: the demo repo
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/report_demo")
     for sub, kw in (("gray28", dict(size=28, channels=1)), ("rgb32", dict(size=32, channels=3))):
         demo = make_demo(0, **kw)
-        res = _report(out / sub, demo)
-        print(out / sub, {k: round(v["top1"], 4) for k, v in res.items()})
+        _report(out / sub, demo)
+        print(out / sub, {v.name: round(v.metrics.top1, 4) for v in demo["variants"]})

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models import build_vit
+from pipeline.models import ImageClassifier, build_vit
 from pipeline.serving import ServingModel, input_example, log_serving_model
-from pipeline.training.tracking import tracking_uri
+from pipeline.store import tracking_uri
 
 CLASSES = [f"c{i}" for i in range(10)]
 
@@ -25,9 +25,10 @@ CLASSES = [f"c{i}" for i in range(10)]
 @pytest.fixture
 def registered():
     torch.manual_seed(0)
-    model = build_vit("custom", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
-                      num_classes=10).eval()
-    torch.nn.init.normal_(model.head.weight, std=0.5)  # not the zero head: distinct classes
+    vit = build_vit("custom", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                    num_classes=10)
+    torch.nn.init.normal_(vit.head.weight, std=0.5)  # not the zero head: distinct classes
+    model = ImageClassifier(vit).eval()
     client = mlflow.MlflowClient(tracking_uri())
     run = client.create_run(client.create_experiment("serving"))
     info = log_serving_model(model, run_id=run.info.run_id, classes=CLASSES, image_shape=(8, 8, 1),
@@ -65,7 +66,10 @@ def test_mlflow_models_serve_answers_with_the_models_probabilities(registered):
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/vit-test-finetune/1",
          "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()},
+        # mlflow execs `uvicorn` through the shell: this interpreter's bin dir first on PATH, so
+        # it is found when the venv is not activated (`.venv/bin/python -m pytest`)
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(),
+             "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120

@@ -13,8 +13,7 @@ import timm
 import yaml
 from safetensors.torch import save_file
 
-from pipeline.evaluation import load_trained
-from pipeline.models import CheckpointError
+from pipeline.models import CheckpointError, load_classifier
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,9 +82,10 @@ def test_pretrained_from_hub_offline_points_to_the_quick_run(tmp_path, tiny_para
     assert "timm/not-cached-here" in res.stderr and "make quick" in res.stderr
 
 
-def test_load_trained_missing_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoint at .*best.ckpt"):
-        load_trained(tmp_path / "best.ckpt")
+def test_a_missing_model_file_names_the_stage_to_run(tmp_path):
+    with pytest.raises(CheckpointError, match="no model file at .*model.safetensors: run the "
+                                              "stage that trains it first"):
+        load_classifier(tmp_path / "model.safetensors")
 
 
 def test_unknown_variant_or_weights_name_is_named(tmp_path, tiny_params):

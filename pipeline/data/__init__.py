@@ -11,8 +11,9 @@ prepare stage does not pay for importing Lightning and albumentations.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _EXPORTS = {
     "DataError": "errors",
@@ -22,8 +23,8 @@ _EXPORTS = {
     "FileSpec": "sources",
     "RawDataset": "sources",
     "load_raw": "sources",
-    "parse_cifar_batch": "sources",
-    "parse_idx": "sources",
+    "parse_cifar_batch": "formats",
+    "parse_idx": "formats",
     "validate_samples": "sources",
     "SPLITS": "prepare",
     "load_prepared": "prepare",
@@ -69,16 +70,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
@@ -89,6 +81,7 @@ if TYPE_CHECKING:
         sample_seed,
     )
     from pipeline.data.errors import DataError
+    from pipeline.data.formats import parse_cifar_batch, parse_idx
     from pipeline.data.prepare import (
         SPLITS,
         load_prepared,
@@ -104,8 +97,6 @@ if TYPE_CHECKING:
         FileSpec,
         RawDataset,
         load_raw,
-        parse_cifar_batch,
-        parse_idx,
         validate_samples,
     )
     from pipeline.data.transforms import (

@@ -2,7 +2,10 @@
 
 ``prepare_dataset`` writes ``{train,val,test}_{images,labels}.npy`` and ``manifest.json`` into a
 temporary sibling directory and only then swaps it in, so ``out_dir`` is either the previous
-complete result or the new complete result, never a mix. ``load_prepared`` memory-maps it back.
+complete result or the new complete result, never a mix. ``load_prepared`` memory-maps it back,
+checking headers and shapes (not the bytes): a missing, truncated or corrupt file, or one that
+disagrees with the manifest, is a one-line DataError naming the file and the way out (re-run the
+prepare stage, which rewrites the whole dir).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from pipeline.data.errors import DataError
 from pipeline.data.sources import RawDataset, check_label_range
@@ -23,6 +25,18 @@ from pipeline.data.sources import RawDataset, check_label_range
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
 _PREPARE_HINT = "run the prepare stage first (dvc repro prepare)"
+
+
+def _reprepare_hint(prepared_dir: Path) -> str:
+    """The way out of a corrupt or inconsistent file in ``prepared_dir``."""
+    return (f"re-run the prepare stage to rewrite {prepared_dir} (dvc repro prepare; if DVC "
+            "finds nothing changed, delete the dir first)")
+
+
+def _one_line(text: object, limit: int = 160) -> str:
+    """An exception's text on one line, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def _can_stratify(labels: np.ndarray, n_first: int, n_second: int) -> bool:
@@ -38,6 +52,8 @@ def _split_indices(labels: np.ndarray, n_second: int, seed: int) -> tuple[np.nda
     indices = np.arange(len(labels))
     n_first = len(labels) - n_second
     stratify = labels if _can_stratify(labels, n_first, n_second) else None
+    from sklearn.model_selection import train_test_split  # imported here: ~2 s, prepare only
+
     first, second = train_test_split(
         indices, test_size=n_second, random_state=seed, stratify=stratify
     )
@@ -202,15 +218,16 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
         raise DataError(f"prepared data directory {prepared_dir} does not exist; {_PREPARE_HINT}")
     if not path.is_file():
         raise DataError(f"missing {path}; {_PREPARE_HINT}")
-    try:
-        manifest = json.loads(path.read_text())
+    hint = _reprepare_hint(prepared_dir)
+    try:  # truncated, not JSON, not UTF-8 (UnicodeDecodeError is a ValueError)
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path} ({exc}); {_PREPARE_HINT}") from exc
+        raise DataError(f"cannot read {path} ({_one_line(exc)}); {hint}") from exc
     if not isinstance(manifest, dict):
-        raise DataError(f"{path} is not a JSON object; {_PREPARE_HINT}")
-    for key in ("classes", "num_classes", "image_shape", "counts"):
+        raise DataError(f"{path} is not a JSON object; {hint}")
+    for key in ("dataset", "classes", "num_classes", "image_shape", "counts"):
         if key not in manifest:
-            raise DataError(f"{path} has no key {key!r}; {_PREPARE_HINT}")
+            raise DataError(f"{path} has no key {key!r}; {hint}")
     _check_manifest(manifest, path)
     return manifest
 
@@ -222,8 +239,13 @@ def _is_count(value: Any, low: int) -> bool:
 def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
     """The manifest values a model is built from: image shape, classes, non-empty split counts."""
 
+    hint = _reprepare_hint(path.parent)
+
     def bad(key: str, expected: str, value: Any) -> DataError:
-        return DataError(f"{path}: {key} must be {expected}, got {value!r}; {_PREPARE_HINT}")
+        return DataError(f"{path}: {key} must be {expected}, got {_one_line(repr(value))}; {hint}")
+
+    if not isinstance(manifest["dataset"], str) or not manifest["dataset"]:
+        raise bad("dataset", "a dataset name", manifest["dataset"])
 
     shape = manifest["image_shape"]
     if not (
@@ -237,10 +259,10 @@ def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
     if not _is_count(num_classes, 1):
         raise bad("num_classes", "a positive integer", num_classes)
     if not isinstance(classes, list) or len(classes) != num_classes:
-        got = f"{len(classes)} names" if isinstance(classes, list) else repr(classes)
+        got = f"{len(classes)} names" if isinstance(classes, list) else _one_line(repr(classes))
         raise DataError(
             f"{path}: classes must be a list of num_classes={num_classes} names, got {got}; "
-            f"{_PREPARE_HINT}"
+            f"{hint}"
         )
     counts = manifest["counts"]
     if not isinstance(counts, dict):
@@ -251,38 +273,61 @@ def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
             raise bad(f"counts[{split!r}]", "a positive integer (no empty split)", count)
 
 
+def _open_array(path: Path, hint: str) -> np.ndarray:
+    """``path`` memory-mapped, read-only; DataError naming it if it is missing, not a ``.npy``
+    file (np.load would take garbage for a pickle, a zip for an ``.npz``), or truncated. Only
+    the header is read here: the data stays on disk."""
+    if not path.is_file():
+        raise DataError(f"missing {path}; {_PREPARE_HINT}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(np.lib.format.MAGIC_PREFIX))
+        if magic != np.lib.format.MAGIC_PREFIX:
+            why = ("empty file" if not magic else
+                   "a zip archive (.npz?), not a .npy array" if magic.startswith(b"PK") else
+                   f"not a .npy array: it starts with {magic!r}")
+            raise DataError(f"cannot read {path} ({why}); {hint}")
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        text = str(exc)
+        why = ("truncated: shorter than the array its header describes"
+               if "mmap length is greater than file size" in text else
+               f"truncated header: {_one_line(text)}" if text.startswith("EOF") else
+               _one_line(text))
+        raise DataError(f"cannot read {path} ({why}); {hint}") from exc
+    return array
+
+
 def load_prepared(
     prepared_dir: Path,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Manifest and memory-mapped ``{split: (images, labels)}``, checked against the manifest."""
+    """Manifest and memory-mapped ``{split: (images, labels)}``, checked against the manifest
+    (headers and shapes; the labels' range too, as they are small)."""
     prepared_dir = Path(prepared_dir)
     manifest = read_manifest(prepared_dir)
+    hint = _reprepare_hint(prepared_dir)
+    manifest_path = prepared_dir / MANIFEST
     shape = tuple(manifest["image_shape"])
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in SPLITS:
-        loaded = []
-        for kind in ("images", "labels"):
-            path = prepared_dir / f"{split}_{kind}.npy"
-            if not path.is_file():
-                raise DataError(f"missing {path}; {_PREPARE_HINT}")
-            try:
-                loaded.append(np.load(path, mmap_mode="r", allow_pickle=False))
-            except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty (0-byte) file
-                raise DataError(f"cannot read {path} ({exc}); {_PREPARE_HINT}") from exc
-        images, labels = loaded
+        images_path = prepared_dir / f"{split}_images.npy"
+        labels_path = prepared_dir / f"{split}_labels.npy"
+        images, labels = _open_array(images_path, hint), _open_array(labels_path, hint)
         count = manifest["counts"][split]
         if images.dtype != np.uint8 or images.shape != (count, *shape):
             raise DataError(
-                f"{prepared_dir / f'{split}_images.npy'}: expected uint8 {(count, *shape)}, "
-                f"got {images.dtype} {images.shape}; {_PREPARE_HINT}"
+                f"{images_path}: expected uint8 {(count, *shape)}, got {images.dtype} "
+                f"{images.shape}, which disagrees with {manifest_path}; {hint}"
             )
         if labels.dtype != np.int64 or labels.shape != (count,):
             raise DataError(
-                f"{prepared_dir / f'{split}_labels.npy'}: expected int64 ({count},), "
-                f"got {labels.dtype} {labels.shape}; {_PREPARE_HINT}"
+                f"{labels_path}: expected int64 ({count},), got {labels.dtype} {labels.shape}, "
+                f"which disagrees with {manifest_path}; {hint}"
             )
         # Out-of-range labels would otherwise surface as a device-side assert in the loss.
-        labels_path = prepared_dir / f"{split}_labels.npy"
-        check_label_range(labels, manifest["num_classes"], str(labels_path))
+        try:
+            check_label_range(labels, manifest["num_classes"], str(labels_path))
+        except DataError as exc:
+            raise DataError(f"{exc}; {hint}") from None
         splits[split] = (images, labels)
     return manifest, splits

@@ -52,31 +52,13 @@ from collections.abc import Callable
 
 import torch
 
-from .pretrained import (
-    CheckpointError,
-    resize_pos_embed,
-    strip_wrapper_prefixes,
-    timm_to_ours,
-)
-from .vit import ViTConfig
+from ..errors import CheckpointError
+from .mapping import fit_to_model, strip_wrapper_prefixes
+from .variants import ViTConfig
 
 FORMATS = ("timm", "hf", "torchvision", "npz_vit", "npz_big_vision")
 
 State = dict[str, torch.Tensor]
-
-# How each library resamples position embeddings to another grid when it loads its own
-# checkpoint, so a checkpoint loaded at a new resolution matches that library's model:
-POS_EMBED_RESAMPLING: dict[str, dict] = {
-    # timm checkpoint_filter_fn -> resample_abs_pos_embed defaults
-    "timm": dict(mode="bicubic", antialias=True),
-    # transformers ViTEmbeddings.interpolate_pos_encoding
-    "hf": dict(mode="bicubic", antialias=False),
-    # torchvision.models.vision_transformer.interpolate_embeddings
-    "torchvision": dict(mode="bicubic", antialias=False, align_corners=True),
-    # timm _load_weights (its .npz loader)
-    "npz_vit": dict(mode="bilinear", antialias=False),
-    "npz_big_vision": dict(mode="bilinear", antialias=False),
-}
 
 # A key (full match) that only this layout has; the .npz layouts are told apart separately.
 _SIGNATURES = {
@@ -351,19 +333,9 @@ def to_timm(state: dict, fmt: str | None = None) -> State:
 def to_ours(
     state: dict, cfg: ViTConfig, *, keep_head: bool = False, fmt: str | None = None
 ) -> State:
-    """Map a checkpoint of any supported layout onto our model for ``cfg``.
-
-    Position embeddings on another grid are resampled as the checkpoint's own library does;
-    then ``timm_to_ours`` handles the head and raises CheckpointError listing missing /
+    """Map a checkpoint of any supported layout onto our model for ``cfg``: to the timm layout,
+    then :func:`pipeline.models.mapping.fit_to_model`, which resamples position embeddings on
+    another grid as the checkpoint's own library does and raises CheckpointError listing missing /
     unexpected keys and shape clashes."""
     fmt = fmt or detect_format(state)
-    state = to_timm(state, fmt)
-    pe = state.get("pos_embed")
-    if (
-        isinstance(pe, torch.Tensor)
-        and pe.ndim == 3
-        and pe.shape[-1] == cfg.embed_dim
-        and pe.shape[1] != cfg.num_patches + 1
-    ):
-        state["pos_embed"] = resize_pos_embed(pe, cfg.grid_size, **POS_EMBED_RESAMPLING[fmt])
-    return timm_to_ours(state, cfg, keep_head=keep_head)
+    return fit_to_model(to_timm(state, fmt), cfg, keep_head=keep_head, fmt=fmt)

@@ -1,4 +1,5 @@
-"""The one variant table, and the one place that builds a model by name.
+"""The model config, the one variant table, and the names that map onto it (no torch here: the
+params schema checks model configs without importing the model).
 
 Sizes from the ViT paper (Dosovitskiy et al. 2021, Table 1) plus the DeiT sizes Ti and S
 (Touvron et al. 2021), as big_vision's ``decode_variant`` names them: ``"B/16"`` is ViT-Base with
@@ -11,9 +12,58 @@ Sizes from the ViT paper (Dosovitskiy et al. 2021, Table 1) plus the DeiT sizes 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from .vit import ViTConfig, VisionTransformer
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Everything needed to rebuild a model; saved with every checkpoint."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    dropout: float = 0.0  # on embeddings, attention output projection and MLP
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth rate of the last block (linear from 0)
+    layer_norm_eps: float = 1e-6  # timm / torchvision / big_vision; transformers' ViT uses 1e-12
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}"
+            )
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"
+            )
+        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        for name in ("dropout", "attn_dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.layer_norm_eps < 1.0:
+            raise ValueError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 # name: (embed_dim, depth, num_heads, mlp_dim)
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
@@ -54,7 +104,3 @@ def variant_config(variant: str, **overrides: Any) -> ViTConfig:
     if unknown:
         raise ValueError(f"unknown ViT config keys {sorted(unknown)} for variant {variant!r}")
     return ViTConfig(**{**base, **overrides})
-
-
-def build_vit(variant: str = "custom", **overrides: Any) -> VisionTransformer:
-    return VisionTransformer(variant_config(variant, **overrides))

@@ -16,61 +16,14 @@ Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``blo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .variants import ViTConfig, variant_config
 
-@dataclass(frozen=True)
-class ViTConfig:
-    """Everything needed to rebuild a model; saved with every checkpoint."""
-
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    num_classes: int = 1000
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    dropout: float = 0.0  # on embeddings, attention output projection and MLP
-    attn_dropout: float = 0.0
-    drop_path: float = 0.0  # stochastic depth rate of the last block (linear from 0)
-    layer_norm_eps: float = 1e-6  # timm / torchvision / big_vision; transformers' ViT uses 1e-12
-
-    def __post_init__(self) -> None:
-        if self.img_size % self.patch_size:
-            raise ValueError(
-                f"img_size={self.img_size} is not divisible by patch_size={self.patch_size}"
-            )
-        if self.embed_dim % self.num_heads:
-            raise ValueError(
-                f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"
-            )
-        for name in ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
-        for name in ("dropout", "attn_dropout", "drop_path"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 < self.layer_norm_eps < 1.0:
-            raise ValueError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps}")
-
-    @property
-    def grid_size(self) -> int:
-        return self.img_size // self.patch_size
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size**2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["ViTConfig", "VisionTransformer", "build_vit"]
 
 
 class PatchEmbed(nn.Module):
@@ -243,3 +196,8 @@ class VisionTransformer(nn.Module):
 
     def head_parameters(self):
         return list(self.head.parameters())
+
+
+def build_vit(variant: str = "custom", **overrides) -> VisionTransformer:
+    """The model of a named variant (``"B/16"``) or ``"custom"``; see :func:`variant_config`."""
+    return VisionTransformer(variant_config(variant, **overrides))

@@ -8,15 +8,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from ..config import Params, ParamsError, load_params
-from ..data import DataError
-from ..models import CheckpointError
-from ..training.resume import ResumeError
-from ..training.tracking import TrackingError
-
-# Errors a user can fix from the message alone: no traceback, exit code 2.
-USER_ERRORS = (ParamsError, DataError, CheckpointError, TrackingError, ResumeError,
-               FileNotFoundError)
+from ..config import Params, load_params
+from ..errors import USER_ERRORS  # errors a user can fix from the message: no traceback, exit 2
 
 
 def stage_main(

@@ -1,17 +1,26 @@
 """Stage ``evaluate``: every variant of params.yaml on the test split, side by side.
 
-Writes ``<out>/metrics.json`` (DVC metrics, per variant: top-1, top-5, loss, ECE, params, GFLOPs,
-train time, images/s), ``<out>/confusion/<variant>.csv`` (one row per test image, ``actual`` and
-``predicted``: DVC's confusion-matrix plot) and the report in ``<out>/report``
-(:mod:`pipeline.report`: ``report.html``, ``report.md``, figures, per-epoch curves).
+Reads each variant's trained-model file (``<models>/<variant>/model.safetensors``) and records
+(``run.json``, ``history.json``) and nothing else of training. Runs each classifier once over the
+test split (:func:`pipeline.models.batched_logits`, the autocast dtype of
+:func:`pipeline.models.autocast_dtype` for the params' precision), computes every metric once from
+the logits (:mod:`pipeline.evaluation.metrics`) and writes:
 
-MLflow: each model is logged as an MLflow model (``pt2``, preprocessing included: see
-:mod:`pipeline.serving`) into its variant's training run, registered as
-``<evaluate.registered_model>-<variant>``. Then the test metrics go into each variant's run
+- ``<out>/metrics.json`` (DVC metrics, per variant: top-1, top-5, loss, ECE, params, GFLOPs, train
+  time, images/s);
+- ``<out>/confusion/<variant>.csv`` (one row per test image, ``actual`` and ``predicted``: DVC's
+  confusion-matrix plot);
+- the report in ``<out>/report`` (:mod:`pipeline.report`, which renders the numbers it is given).
+
+MLflow: this is the one stage that sees every variant, so it makes the comparison: it finds or
+creates the comparison's parent run (keyed by the params the trained models depend on) and puts
+every variant's training run (and a pretraining run of ours) under it; training runs know nothing
+of comparisons. Each model is logged as an MLflow model (``pt2``, preprocessing included: see
+:mod:`pipeline.serving`) into its variant's run, registered as
+``<evaluate.registered_model>-<variant>``; then the test metrics go into each variant's run
 (``test/acc``, ``test/acc_top5``, ``test/loss``, ``test/ece``, ``test/images_per_s``,
-``model/gflops``), linked to its logged model and the test split's dataset; the report into the
-comparison's parent run, and a variant run reused from an earlier comparison is moved under the
-current parent.
+``model/gflops``), linked to its logged model and the test split's dataset, and the report into
+the parent run.
 
     python -m pipeline.stages.evaluate --data data/prepared --models models --out results
 """
@@ -21,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 
@@ -29,40 +37,39 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write_json, atomic_write_text
-from ..comparison import COLOR_TAG, COLORS
-from ..config import Params
-from ..data import load_prepared
-from ..evaluation import evaluate_model, forward_gflops, load_trained
-from ..models import CheckpointError, VisionTransformer
-from ..predict import Predictor
-from ..report import VariantResult, build_report
-from ..serving import log_serving_model
-from ..training.history import HISTORY
-from ..training.run import resolve_accelerator, resolve_precision
-from ..training.tracking import (
+from ..comparison import (
+    COLOR_TAG,
+    COLORS,
     GROUP_TAG,
     PARENT_TAG,
-    TrackingError,
     comparison_group,
     comparison_parent,
-    split_datasets,
-    tracking_uri,
 )
+from ..config import Params
+from ..data import load_prepared
+from ..data.lineage import split_datasets
+from ..errors import RecordError, TrackingError
+from ..evaluation.metrics import ClassificationMetrics, classification_metrics
+from ..explain import rollout
+from ..models.artifact import load_classifier
+from ..models.classifier import (
+    autocast,
+    autocast_dtype,
+    batched_logits,
+    forward_gflops,
+    inference_device,
+)
+from ..records import read_history, read_run
+from ..report import VariantResult, build_report
+from ..serving import log_serving_model
+from ..store import tracking_uri
 from ._cli import stage_main
 
 log = logging.getLogger("evaluate")
 
-
-_AMP_DTYPE = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16,
-              "16-mixed": torch.float16, "32-true": None}
-
-
-def _device_and_dtype(params: Params) -> tuple[torch.device, torch.dtype | None]:
-    """The device and autocast dtype training used (same fallbacks: see resolve_precision)."""
-    trainer = params.base.trainer
-    gpu = resolve_accelerator(trainer.accelerator) == "gpu"
-    precision, _ = resolve_precision(trainer)
-    return torch.device("cuda" if gpu else "cpu"), _AMP_DTYPE[precision]
+# metrics.json key -> MLflow metric name, the same in every variant's run
+METRICS = {"top1": "test/acc", "top5": "test/acc_top5", "loss": "test/loss", "ece": "test/ece",
+           "images_per_s": "test/images_per_s", "gflops": "model/gflops"}
 
 
 def write_confusion_csv(path: Path, labels, predictions, classes: list[str]) -> None:
@@ -80,21 +87,31 @@ def attention_images(labels: np.ndarray, n: int = 6) -> np.ndarray:
     return np.array(firsts[:n], dtype=np.int64)
 
 
-def read_history(model_dir: Path) -> list[dict]:
-    path = model_dir / HISTORY
-    if not path.is_file():
-        log.warning("no %s: %s has no curves in the report", path, model_dir.name)
-        return []
-    return json.loads(path.read_text())
+def pretraining_runs(params: Params, models_dir: Path) -> dict[str, str]:
+    """``{pretrain_<name>: run id}`` of the pretraining runs of ours (``source: train``) that
+    finished; they join the comparison as well."""
+    runs = {}
+    for name, pt in params.pretrained.items():
+        run_dir = models_dir / "pretrained" / name / "checkpoints"
+        if pt.source == "train" and (run_dir / "run.json").is_file():
+            try:
+                run_id = read_run(run_dir)["run_id"]
+            except RecordError as e:
+                log.warning("%s", e)
+                continue
+            if run_id:
+                runs[f"pretrain_{name}"] = run_id
+    return runs
 
 
 def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict],
-                  report_dir: Path, confusion_dir: Path, data_dir: Path,
+                  report_dir: Path, confusion_dir: Path, data_dir: Path, models_dir: Path,
                   model_ids: dict[str, str]) -> str | None:
-    """Test metrics into each variant's run, linked to its logged model (``model_ids``: the model
-    page shows them) and to the test split's dataset; the report into the comparison's parent run
-    (moving reused variant runs under it). A failure is reported, not fatal: the results on disk
-    are the record. Returns the parent run id."""
+    """The comparison in MLflow: every variant's run (and our pretraining runs) under the
+    comparison's parent run, the test metrics in each variant's run, linked to its logged model
+    (``model_ids``: the model page shows them) and to the test split's dataset, and the report in
+    the parent. A failure is reported, not fatal: the results on disk are the record. Returns the
+    parent run id."""
     try:
         from mlflow.tracking import MlflowClient
 
@@ -105,15 +122,17 @@ def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict
             raise TrackingError(f"no experiment {params.base.mlflow_experiment!r}")
         group = comparison_group(params)
         parent = comparison_parent(client, exp.experiment_id, group)
-        for i, (name, m) in enumerate(metrics.items()):
-            run_id = runs[name]["run_id"]
-            client.set_tag(run_id, COLOR_TAG, COLORS[i % len(COLORS)])
-            tags = client.get_run(run_id).data.tags
-            if tags.get(PARENT_TAG) != parent:
-                log.info("%s: run %s moves under this comparison's parent run %s", name, run_id,
+        members = {name: r["run_id"] for name, r in runs.items()}
+        members.update(pretraining_runs(params, models_dir))
+        for name, run_id in members.items():
+            if client.get_run(run_id).data.tags.get(PARENT_TAG) != parent:
+                log.info("%s: run %s goes under this comparison's parent run %s", name, run_id,
                          parent)
                 client.set_tag(run_id, PARENT_TAG, parent)
                 client.set_tag(run_id, GROUP_TAG, group.key)
+        for i, (name, m) in enumerate(metrics.items()):
+            run_id = runs[name]["run_id"]
+            client.set_tag(run_id, COLOR_TAG, COLORS[i % len(COLORS)])
             for key, metric in METRICS.items():
                 client.log_metric(run_id, metric, float(m[key]), model_id=model_ids.get(name),
                                   dataset_name=test.name, dataset_digest=test.digest)
@@ -127,79 +146,91 @@ def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict
         return None
 
 
-# metrics.json key -> MLflow metric name, the same in every variant's run
-METRICS = {"top1": "test/acc", "top5": "test/acc_top5", "loss": "test/loss", "ece": "test/ece",
-           "images_per_s": "test/images_per_s", "gflops": "model/gflops"}
-
-
 def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
-    manifest, splits = load_prepared(Path(args.data))
+    data_dir, out, models_dir = Path(args.data), Path(args.out), Path(args.models)
+    manifest, splits = load_prepared(data_dir)
     images, labels = splits["test"]
     labels = np.asarray(labels, dtype=np.int64)
     classes = list(manifest["classes"])
-    device, dtype = _device_and_dtype(params)
-    out, models_dir = Path(args.out), Path(args.models)
-    runs: dict[str, dict] = {}
-    models: dict[str, VisionTransformer] = {}
-    results: list[VariantResult] = []
+    device = inference_device(params.base.trainer.accelerator)
+    dtype = autocast_dtype(device, params.base.trainer.precision)
+    # every variant's files are read (and refused with one line) before any work
+    runs = {name: read_run(models_dir / name) for name in params.variants}
+    histories = {name: read_history(models_dir / name) for name in params.variants}
+    trained = {name: load_classifier(models_dir / name / runs[name]["model_file"])
+               for name in params.variants}
     shown = attention_images(labels)
-    for name in params.variants:
+    results: list[VariantResult] = []
+    for name, t in trained.items():
         kind, _ = params.variant(name)
-        model_dir = models_dir / name
-        run_file = model_dir / "run.json"
-        if not run_file.is_file():
-            raise CheckpointError(f"no {run_file}: train the {name!r} variant first (dvc repro)")
-        runs[name] = json.loads(run_file.read_text())
-        model, _ = load_trained(model_dir / runs[name]["best_ckpt"])
-        models[name] = model
-        explainer = Predictor(model, classes, device=device)  # predict's own rollout path
-        res = evaluate_model(model, images, labels, batch_size=params.evaluate.batch_size,
-                             device=device, amp_dtype=dtype)
-        cfg = model.cfg
+        if t.classes != classes:
+            raise RecordError(f"{models_dir / name / runs[name]['model_file']} was trained on the "
+                              f"classes {t.classes}, the test split has {classes}; "
+                              f"re-run the stage that trains {name!r} (dvc repro)")
+        logits, images_per_s = batched_logits(t.classifier, images,
+                                              batch_size=params.evaluate.batch_size,
+                                              device=device, dtype=dtype)
+        m = classification_metrics(logits, labels)
+        with torch.no_grad(), autocast(device, dtype):
+            _, maps = rollout(t.classifier, torch.from_numpy(np.array(images[shown])).to(device))
+        cfg = t.cfg
         results.append(VariantResult(
             name=name, kind=kind,
             model=f"{cfg.embed_dim}d/{cfg.depth}L/{cfg.patch_size}p@{cfg.img_size}",
-            num_params=res.num_params, gflops=forward_gflops(model),
-            train_seconds=float(runs[name]["train_seconds"]), images_per_s=res.images_per_s,
-            probs=res.probs, history=read_history(model_dir),
-            attention=np.stack([explainer.explain(img) for img in images[shown]]),
+            num_params=sum(p.numel() for p in t.classifier.vit.parameters()),
+            gflops=forward_gflops(t.classifier.vit),
+            train_seconds=float(runs[name]["train_seconds"]), images_per_s=images_per_s,
+            metrics=m, history=histories[name], attention=maps.cpu().numpy(),
         ))
-        write_confusion_csv(out / "confusion" / f"{name}.csv", labels, res.predictions, classes)
-        log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", name, res.top1, res.top5,
-                 res.images_per_s)
-    summary = build_report(out / "report", results, labels=labels, images=np.asarray(images),
-                           classes=classes, dataset=manifest["dataset"], attention_index=shown)
-    metrics = {}
-    for r in results:
-        m = {k: v for k, v in summary[r.name].items() if k != "per_class_acc"}
-        metrics[r.name] = {"kind": r.kind, "model": r.model, **m,
-                           "best_val_acc": runs[r.name]["best_val_acc"],
-                           "epochs": runs[r.name]["epochs"], "test_images": int(len(labels)),
-                           "device": str(device)}
+        write_confusion_csv(out / "confusion" / f"{name}.csv", labels, m.predictions, classes)
+        log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", name, m.top1, m.top5,
+                 images_per_s)
+    build_report(out / "report", results, labels=labels, images=np.asarray(images),
+                 classes=classes, dataset=manifest["dataset"], attention_index=shown)
+    metrics = {r.name: variant_record(r, r.metrics, runs[r.name], len(labels), device, classes)
+               for r in results}
     atomic_write_json(out / "metrics.json", metrics)
-    prefix, model_ids = params.evaluate.registered_model, {}
+    model_ids: dict[str, str] = {}
     try:
-        for name, model in models.items():
-            # unlike the metrics below (a record of results already on disk), a registration that
-            # was asked for and failed fails the stage, so that the next dvc repro does it again
-            registered = f"{prefix}-{name}" if prefix else None
-            try:
-                info = log_serving_model(model, run_id=runs[name]["run_id"], classes=classes,
-                                         image_shape=tuple(manifest["image_shape"]),
-                                         registered_name=registered)
-            except Exception as e:
-                raise TrackingError(f"could not log the {name!r} model to MLflow "
-                                    f"({tracking_uri()})"
-                                    f"{f' as {registered!r}' if registered else ''}: {e}") from e
-            model_ids[name] = info.model_id
-            log.info("%s: MLflow model %s%s", name, info.model_uri,
-                     f", registered as {registered!r} v{info.registered_model_version}"
-                     if registered else "")
+        register(params, trained, runs, manifest, model_ids)
     finally:  # the metrics, linked to the models logged so far
-        log_to_mlflow(params, runs, metrics, out / "report", out / "confusion", Path(args.data),
-                      model_ids)
+        log_to_mlflow(params, runs, metrics, out / "report", out / "confusion", data_dir,
+                      models_dir, model_ids)
     print((out / "report" / "report.md").read_text())
     return metrics
+
+
+def variant_record(r: VariantResult, m: ClassificationMetrics, run: dict, n_test: int,
+                   device: torch.device, classes: list[str]) -> dict:
+    """One variant's entry of metrics.json (plain numbers, what ``dvc metrics diff`` compares)."""
+    summary = {k: v for k, v in m.summary(classes).items() if k != "per_class_acc"}
+    return {"kind": r.kind, "model": r.model, **summary, "num_params": int(r.num_params),
+            "gflops": float(r.gflops), "train_seconds": float(r.train_seconds),
+            "images_per_s": float(r.images_per_s), "best_val_acc": run["best_val_acc"],
+            "epochs": run["epochs"], "test_images": int(n_test), "device": str(device)}
+
+
+def register(params: Params, trained: dict, runs: dict[str, dict], manifest: dict,
+             model_ids: dict[str, str]) -> None:
+    """Each classifier as an MLflow model in its training run (``model_ids`` gets its id), and
+    registered if params ask. Unlike the metrics (a record of results already on disk), a
+    registration that was asked for and failed fails the stage, so the next dvc repro does it
+    again."""
+    prefix = params.evaluate.registered_model
+    for name, t in trained.items():
+        registered = f"{prefix}-{name}" if prefix else None
+        try:
+            info = log_serving_model(t.classifier, run_id=runs[name]["run_id"],
+                                     classes=t.classes,
+                                     image_shape=tuple(manifest["image_shape"]),
+                                     registered_name=registered)
+        except Exception as e:
+            raise TrackingError(f"could not log the {name!r} model to MLflow ({tracking_uri()})"
+                                f"{f' as {registered!r}' if registered else ''}: {e}") from e
+        model_ids[name] = info.model_id
+        log.info("%s: MLflow model %s%s", name, info.model_uri,
+                 f", registered as {registered!r} v{info.registered_model_version}"
+                 if registered else "")
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

@@ -25,42 +25,43 @@ from pathlib import Path
 
 import lightning as L
 
-from safetensors.torch import save_file
-
-from ..atomic import atomic_write, atomic_write_json
-from ..config import Params, ParamsError
+from ..atomic import atomic_write_json
+from ..config import Params
 from ..data import load_raw, prepare_dataset
 from ..data.prepare import MANIFEST
-from ..evaluation import load_trained
-from ..models import CheckpointError, VisionTransformer, build_vit, read_checkpoint, timm_to_ours
+from ..errors import CheckpointError, ParamsError
+from ..models.artifact import MODEL_FILE, TrainedModel, load_classifier, save_checkpoint
+from ..models.classifier import ImageClassifier
+from ..models.mapping import timm_to_ours
+from ..models.pretrained import read_checkpoint
+from ..models.vit import VisionTransformer
 from ..training.resume import file_sha256
 from ..training.run import fit
-from ..training.tracking import comparison_group
 from ._cli import stage_main
 
 log = logging.getLogger("pretrained")
 
 
-def pretrain(params: Params, name: str, raw_dir: Path, out_dir: Path) -> VisionTransformer:
-    """Train ``pretrained.<name>.pretrain`` on its dataset; returns the best model (timm layout).
-    Checkpoints go to ``<out_dir>/checkpoints``, where an interrupted pretraining resumes."""
+def pretrain(params: Params, name: str, raw_dir: Path, out_dir: Path) -> TrainedModel:
+    """Train ``pretrained.<name>.pretrain`` on its dataset; returns the best model (read back from
+    the run's model file). Checkpoints go to ``<out_dir>/checkpoints``, where an interrupted
+    pretraining resumes."""
     pp = params.pretrained[name].pretrain
     data_dir = out_dir / "data"
     raw = load_raw(pp.dataset, raw_dir, download=params.prepare.download)
     manifest = prepare_dataset(raw, data_dir, val_fraction=pp.val_fraction,
                                seed=params.base.seed, max_train=pp.max_train)
     L.seed_everything(params.base.seed)  # the same seed gives the same initial weights
-    model = build_vit("custom", **pp.model.vit_config(num_classes=manifest["num_classes"]).to_dict())
+    vit = VisionTransformer(pp.model.vit_config(num_classes=manifest["num_classes"]))
     result = fit(
-        name=f"pretrain_{name}", stage="pretrained", model=model, params=pp,
+        name=f"pretrain_{name}", stage="pretrained", model=ImageClassifier(vit), params=pp,
         trainer_params=params.base.trainer, experiment=params.base.mlflow_experiment,
         seed=params.base.seed, data_dir=data_dir, out_dir=out_dir / "checkpoints",
         logged_params={"pretrained": params.pretrained[name].model_dump(),
                        "base": params.base.model_dump(), "kind": "pretrain",
                        "data.manifest_sha256": file_sha256(data_dir / MANIFEST)},
-        group=comparison_group(params),
     )
-    best, _ = load_trained(out_dir / "checkpoints" / result.best_ckpt)
+    best = load_classifier(out_dir / "checkpoints" / result.model_file)
     shutil.rmtree(data_dir)  # the prepared pretraining arrays are not an output
     return best
 
@@ -72,8 +73,10 @@ def run(params: Params, args: argparse.Namespace) -> Path:
     pt = params.pretrained[name]
     out = Path(args.out or f"models/pretrained/{name}")
     out.mkdir(parents=True, exist_ok=True)
+    trained = None
     if pt.source == "train":
-        state = pretrain(params, name, Path(args.raw), out).state_dict()
+        trained = pretrain(params, name, Path(args.raw), out)
+        state = trained.classifier.vit.state_dict()
         source = f"trained here on {pt.pretrain.dataset}"
     else:
         for leftover in ("checkpoints", "data"):  # of an earlier source: train
@@ -89,10 +92,13 @@ def run(params: Params, args: argparse.Namespace) -> Path:
             except CheckpointError as e:
                 raise CheckpointError(f"pretrained.{name} ({source}) does not fit "
                                       f"finetune.{variant}.model: {e}") from None
-    state = {k: v.contiguous() for k, v in state.items()}
-    target = atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
-    atomic_write_json(out / "info.json", {"name": name, "source": pt.source, "from": source,
-                                          "file": target.name})
+    info = {"name": name, "source": pt.source, "from": source, "file": MODEL_FILE}
+    if trained is not None:  # weights of ours: the whole model file (config, classes, ...)
+        target = save_checkpoint(trained.classifier, out / MODEL_FILE, classes=trained.classes,
+                                 info={**trained.info, **info})
+    else:  # timm layout, whatever the source's; fine-tuning maps it like any checkpoint
+        target = save_checkpoint(state, out / MODEL_FILE, info=info)
+    atomic_write_json(out / "info.json", info)
     log.info("pretrained weights %s (%s) in %s", name, source, target)
     return target
 

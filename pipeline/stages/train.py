@@ -10,8 +10,9 @@
     python -m pipeline.stages.train finetune_b16 --data data/prepared --out models/finetune_b16 \
         --pretrained models/pretrained/b16_in21k/model.safetensors
 
-The MLflow run is a child of the comparison's parent run (see
-:func:`pipeline.training.tracking.comparison_parent`). An interrupted run resumes from
+Writes ``<out>/model.safetensors`` (the trained model: weights, config, class names,
+preprocessing), the one file later stages read; the ``evaluate`` stage puts the MLflow run under
+the comparison's parent run. An interrupted run resumes from
 ``<out>/last.ckpt`` when started again with the same params, data and pretrained weights
 (``dvc repro`` keeps ``<out>``: ``persist: true``); ``PIPELINE_FRESH=1`` or ``--fresh`` starts
 afresh.
@@ -28,10 +29,11 @@ import lightning as L
 from ..config import Params
 from ..data import read_manifest
 from ..data.prepare import MANIFEST
-from ..models import build_vit, load_pretrained
+from ..models.classifier import ImageClassifier
+from ..models.pretrained import load_pretrained
+from ..models.vit import VisionTransformer
 from ..training.resume import file_sha256
 from ..training.run import TrainResult, fit
-from ..training.tracking import comparison_group
 from ._cli import stage_main
 
 log = logging.getLogger("train")
@@ -42,24 +44,20 @@ def run(params: Params, args: argparse.Namespace) -> TrainResult:
     kind, vp = params.variant(args.variant)
     manifest = read_manifest(data)
     L.seed_everything(params.base.seed)  # the same seed gives the same initial weights
-    cfg = vp.model.vit_config(num_classes=manifest["num_classes"])
-    model = build_vit("custom", **cfg.to_dict())
+    vit = VisionTransformer(vp.model.vit_config(num_classes=manifest["num_classes"]))
     # what the run is made of; a change of any of it starts a new run instead of resuming
     logged = {"base": params.base.model_dump(), "variant": vp.model_dump(),
               "dataset": manifest["dataset"], "model.variant": vp.model.variant, "kind": kind,
               "data.manifest_sha256": file_sha256(data / MANIFEST)}
-    extra = {}
-    if kind == "finetune":
+    if kind == "finetune":  # any checkpoint layout, a model file of ours included
         weights = Path(args.pretrained or f"models/pretrained/{vp.pretrained}/model.safetensors")
-        load_pretrained(model, weights)
+        load_pretrained(vit, weights)
         logged["pretrained.sha256"] = file_sha256(weights)
-        extra = dict(freeze_epochs=vp.freeze_epochs, backbone_lr_scale=vp.backbone_lr_scale)
     result = fit(
         name=args.variant, stage=f"{'train_scratch' if kind == 'scratch' else 'finetune'}",
-        model=model, params=vp, trainer_params=params.base.trainer,
+        model=ImageClassifier(vit), params=vp, trainer_params=params.base.trainer,
         experiment=params.base.mlflow_experiment, seed=params.base.seed, data_dir=data,
         out_dir=out, logged_params=logged, fresh=True if args.fresh else None,
-        group=comparison_group(params), **extra,
     )
     if result.run_id is not None:  # global rank 0 (the other ranks have no run)
         log.info("%s: best val/acc %.4f in %.0f s (MLflow run %s)",

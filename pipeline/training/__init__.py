@@ -1,14 +1,5 @@
-"""Training: the LightningModule, device-side preprocessing, MLflow tracking and the run driver."""
+"""Training: the LightningModule, MLflow tracking, resuming and the run driver (:func:`run.fit`)."""
 
 from .module import ViTClassifier, param_groups, warmup_cosine
-from .preprocess import DevicePreprocess
-from .tracking import project_root, tracking_uri
 
-__all__ = [
-    "DevicePreprocess",
-    "ViTClassifier",
-    "param_groups",
-    "project_root",
-    "tracking_uri",
-    "warmup_cosine",
-]
+__all__ = ["ViTClassifier", "param_groups", "warmup_cosine"]

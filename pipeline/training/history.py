@@ -16,8 +16,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from ..atomic import atomic_write_json
-
-HISTORY = "history.json"
+from ..records import HISTORY
 
 
 def _value(x: Any) -> float:

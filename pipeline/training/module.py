@@ -25,8 +25,9 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..config import StageParams
+from ..models.classifier import ImageClassifier
 from .mixing import BatchMix
-from .preprocess import DevicePreprocess
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -61,37 +62,25 @@ def param_groups(
 
 
 class ViTClassifier(L.LightningModule):
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        num_classes: int,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_epochs: float = 1.0,
-        label_smoothing: float = 0.0,
-        freeze_epochs: int = 0,
-        backbone_lr_scale: float = 1.0,
-        model_config: dict | None = None,
-        classes: list[str] | None = None,
-        mixup_alpha: float = 0.0,
-        cutmix_alpha: float = 0.0,
-        mix_prob: float = 0.0,
-    ) -> None:
+    """Trains an :class:`~pipeline.models.ImageClassifier` with the recipe of one variant's params
+    (``train``: optimizer, schedule, label smoothing; ``augment``: Mixup/CutMix on the device;
+    a fine-tune variant's frozen-then-unfrozen backbone)."""
+
+    def __init__(self, model: ImageClassifier, params: StageParams, *,
+                 classes: list[str] | None = None) -> None:
         super().__init__()
-        if optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
-        # the model is saved as weights; its config travels in hparams to rebuild it
-        self.save_hyperparameters(ignore=["model"])
-        self.model = model
-        self.preprocess = DevicePreprocess(model.cfg.img_size, model.cfg.in_chans)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # Mixup/CutMix of training batches; None: off
-        self.mix = BatchMix.create(num_classes, mixup_alpha=mixup_alpha,
-                                   cutmix_alpha=cutmix_alpha, prob=mix_prob)
+        num_classes = model.cfg.num_classes
+        self.params = params
+        self.schedule = params.backbone()
+        # the record in every checkpoint (the weights travel in the state dict)
+        self.save_hyperparameters({"params": params.model_dump(mode="json"),
+                                   "model_config": model.cfg.to_dict(),
+                                   "classes": list(classes or [])})
+        self.model = model  # uint8 images -> logits: model.preprocess, then model.vit
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=params.train.label_smoothing)
+        aug = params.augment  # Mixup/CutMix of training batches; None: off
+        self.mix = BatchMix.create(num_classes, mixup_alpha=aug.mixup_alpha,
+                                   cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob)
         top5 = min(5, num_classes)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.train_loss = MeanMetric()
@@ -105,7 +94,7 @@ class ViTClassifier(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, C) images -> logits (B, num_classes)."""
-        return self.model(self.preprocess(images))
+        return self.model(images)
 
     def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]):
         images, labels = batch
@@ -115,15 +104,15 @@ class ViTClassifier(L.LightningModule):
 
     @property
     def backbone_frozen(self) -> bool:
-        return self.current_epoch < self.hparams.freeze_epochs
+        return self.current_epoch < self.schedule.freeze_epochs
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if self.mix is None:
             loss, logits, labels = self.model_step(batch)
         else:  # soft targets; train/acc is then against the unmixed labels
             images, labels = batch
-            x, target = self.mix(self.preprocess(images), labels)
-            logits = self.model(x)
+            x, target = self.mix(self.model.preprocess(images), labels)
+            logits = self.model.vit(x)
             loss = self.criterion(logits.float(), target.float())
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -135,7 +124,7 @@ class ViTClassifier(L.LightningModule):
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        if self.hparams.freeze_epochs:
+        if self.schedule.freeze_epochs:
             self.log("train/backbone_frozen", float(self.backbone_frozen), on_step=False,
                      on_epoch=True)
         return loss
@@ -158,10 +147,6 @@ class ViTClassifier(L.LightningModule):
         self.log("test/acc", self.test_acc, on_epoch=True)
         self.log("test/acc_top5", self.test_top5, on_epoch=True)
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).float().softmax(-1)
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """While the backbone is frozen, drop its (already all-reduced) gradients so the
         optimizer skips those parameters entirely. Runs before gradient clipping."""
@@ -183,23 +168,21 @@ class ViTClassifier(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        groups = param_groups(
-            self.model, lr=hp.lr, weight_decay=hp.weight_decay,
-            backbone_lr_scale=hp.backbone_lr_scale,
-        )
+        opt_p, schedule = self.params.train.optimizer, self.schedule
+        groups = param_groups(self.model.vit, lr=opt_p.lr, weight_decay=opt_p.weight_decay,
+                              backbone_lr_scale=schedule.lr_scale)
         # One fused kernel for the whole update where torch has one (CUDA, CPU). Not with fp16's
         # loss scaler: a fused step unscales inside, so Lightning could not clip before it.
         can_fuse = self.device.type in ("cuda", "cpu") and self.trainer.precision != "16-mixed"
         fused = {"fused": True} if can_fuse else {}
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, **fused)
+        if opt_p.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=opt_p.lr, momentum=opt_p.momentum, **fused)
         else:
-            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), **fused)
+            opt = torch.optim.AdamW(groups, lr=opt_p.lr, betas=tuple(opt_p.betas), **fused)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        warmup = round(hp.warmup_epochs * per_epoch)
-        frozen = hp.freeze_epochs * per_epoch
+        warmup = round(self.params.train.warmup_epochs * per_epoch)
+        frozen = schedule.freeze_epochs * per_epoch
 
         def head_lambda(step: int) -> float:
             return warmup_cosine(step, warmup, total)

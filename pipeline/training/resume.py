@@ -10,7 +10,9 @@ starts) and ``run.json`` (written last, when the run finished). On start, :func:
   ``PIPELINE_FRESH=1``: start afresh; its MLflow run, if still RUNNING, is ended KILLED with the
   reason, so no orphan is left RUNNING;
 - a finished run (``run.json``): start afresh (DVC re-runs a stage only when something changed);
-- files but no ``resume.json``: refuse, naming the dir; nothing is deleted on a guess.
+- files but no ``resume.json``: refuse, naming the dir; nothing is deleted on a guess;
+- a ``resume.json`` or ``last.ckpt`` that is truncated or corrupt: refuse, with one line naming
+  the file and the way out (``PIPELINE_FRESH=1``), before Lightning fails on it; nothing is deleted.
 
 The fingerprint is a hash of the params as logged to MLflow (which refuses changed values in an
 existing run), including the data manifest and the pretrained weights' sha256. Resuming happens at
@@ -30,6 +32,7 @@ import os
 import random
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,17 +42,18 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..atomic import atomic_write_json
+from ..errors import ResumeError
+from ..records import RUN
 
 log = logging.getLogger(__name__)
 
 STATE = "resume.json"
-FINISHED = "run.json"
+FINISHED = RUN  # run.json: written last, the run finished
 LAST = "last.ckpt"
 FRESH_ENV = "PIPELINE_FRESH"
-
-
-class ResumeError(RuntimeError):
-    """The output dir is in a state we will not guess about; the message names it."""
+BEST = "best.ckpt"
+# what Lightning's ``trainer.fit(ckpt_path=...)`` reads from a full (not weights-only) checkpoint
+RESUME_KEYS = ("state_dict", "epoch", "global_step", "loops", "optimizer_states")
 
 
 def fingerprint(logged_params: dict[str, Any]) -> str:
@@ -87,30 +91,107 @@ class Start:
         return self.ckpt_path is not None
 
 
+def _one_line(text: str, limit: int = 160) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become one space), cut to
+    ``limit`` characters: nested exception texts can be long and span lines."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _way_out(out_dir: Path) -> str:
+    """What to do about an unreadable ``resume.json`` / ``last.ckpt`` in ``out_dir``."""
+    keep = f" (move {out_dir / BEST} away first to keep it)" if (out_dir / BEST).exists() else ""
+    return (f"nothing was deleted; set {FRESH_ENV}=1 to train afresh in a new MLflow run, "
+            f"which clears {out_dir}{keep}")
+
+
 def read_state(out_dir: Path) -> dict[str, Any] | None:
+    """``out_dir``'s ``resume.json``, None if there is none; ResumeError (one line naming the
+    file and the way out) if it is truncated, not UTF-8, not an object or lacks a key."""
     path = out_dir / STATE
     if not path.exists():
         return None
     try:
-        state = json.loads(path.read_text())
-        if not isinstance(state, dict) or not {"fingerprint", "run_id"} <= state.keys():
-            raise ValueError("missing 'fingerprint' or 'run_id'")
-    except (OSError, ValueError) as e:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            raise ValueError(f"a JSON {type(state).__name__}, not an object")
+        missing = [k for k in ("fingerprint", "run_id")
+                   if not isinstance(state.get(k), str) or not state[k]]
+        if missing:
+            raise ValueError(f"no {' or '.join(map(repr, missing))} string")
+        if not isinstance(state.get("tracking_uri"), (str, type(None))):
+            raise ValueError(f"tracking_uri is not a string: {state['tracking_uri']!r}")
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ResumeError(
-            f"{path} is unreadable ({e}); delete {out_dir} or set {FRESH_ENV}=1 to train afresh"
+            f"{path} is unreadable ({_one_line(e)}), so the run in {out_dir} cannot be resumed; "
+            f"{_way_out(out_dir)}"
         ) from e
     return state
 
 
+def _load_error(e: BaseException) -> str:
+    """A failed ``torch.load``'s reason, short: the gist of a ``weights_only`` refusal, not the
+    advice around it (to load the file unsafely)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
+    return f"{type(e).__name__}: {_one_line(text, 120)}"
+
+
+def check_checkpoint(path: Path) -> str | None:
+    """What is wrong with the checkpoint ``path`` for a resume ("truncated (...)", ...), or None
+    if Lightning can resume from it. A zip without its directory, which sits at the end, is
+    truncated (a full disk, a half copy); otherwise the file is loaded as Lightning loads it
+    (``weights_only``) but memory-mapped, so its tensors are not read (a few ms for a 100 MB
+    checkpoint), and must hold the keys a resume needs. Damage inside tensor data goes unseen,
+    as does a sharded checkpoint (a dir: DeepSpeed's), which is left to Lightning."""
+    if path.is_dir():
+        return None if any(path.iterdir()) else "an empty directory"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            return "empty (no data)"
+        if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+            return "truncated (its zip directory is missing)"
+    except OSError as e:
+        return f"unreadable ({type(e).__name__}: {_one_line(e.strerror or e)})"
+    try:
+        if head.startswith(b"PK"):  # the zip format Lightning writes
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        else:  # torch's legacy format (cannot be memory-mapped: read whole), or garbage
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - garbage makes the unpickler fail at random
+                return f"corrupt or not a checkpoint (not a PyTorch file: it starts with {head!r})"
+    except Exception as e:  # noqa: BLE001 - unpickling a damaged file raises many types
+        return f"corrupt or not a checkpoint ({_load_error(e)})"
+    if not isinstance(ckpt, dict):
+        return f"not a Lightning checkpoint (it holds a {type(ckpt).__name__})"
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        return (f"not a full Lightning training checkpoint (no {', '.join(missing)}: "
+                "a weights-only one?)")
+    return None
+
+
 def decide(out_dir: str | Path, fp: str, *, fresh: bool = False) -> Start:
-    """Resume or start afresh in ``out_dir`` for params with fingerprint ``fp``; no side effects."""
+    """Resume or start afresh in ``out_dir`` for params with fingerprint ``fp``; no side effects.
+    ResumeError, deleting nothing, if the files of the run to resume cannot be read."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return Start(out_dir, fp)
-    finished = (out_dir / FINISHED).exists()
-    state = None if (finished and fresh) else read_state(out_dir)
-    if finished:
+    if (out_dir / FINISHED).exists():  # its resume.json is not needed, nor read
         log.info("%s holds a finished run; training afresh", out_dir)
+        return Start(out_dir, fp, clear=True)
+    try:
+        state = read_state(out_dir)
+    except ResumeError:
+        if not fresh:
+            raise
+        # the way out the error names: afresh, the run it named (unknown) left as it is
+        log.warning("%s is unreadable; training afresh (%s=1); the MLflow run it named, if "
+                    "still RUNNING, cannot be ended KILLED", out_dir / STATE, FRESH_ENV)
         return Start(out_dir, fp, clear=True)
     if state is None:
         if fresh:
@@ -132,6 +213,12 @@ def decide(out_dir: str | Path, fp: str, *, fresh: bool = False) -> Start:
                     "training from the start in a new run", out_dir, state["run_id"])
         return Start(out_dir, fp, clear=True,
                      abandon=(state, "stopped before its first checkpoint; restarted"))
+    why = check_checkpoint(last)
+    if why is not None:  # Lightning would fail on it inside trainer.fit, with a traceback
+        raise ResumeError(
+            f"{last} is {why}, so MLflow run {state['run_id']} cannot resume from it; "
+            f"{_way_out(out_dir)}"
+        )
     return Start(out_dir, fp, ckpt_path=last, run_id=state["run_id"],
                  tracking_uri=state.get("tracking_uri"))
 
@@ -190,9 +277,8 @@ class Resumable(Callback):
     and restores the RNG state and the training time in every checkpoint."""
 
     def __init__(self, start: Start, logger, hparams: dict[str, Any], tracking_uri: str,
-                 tags: dict[str, str] | None = None, group=None) -> None:
+                 tags: dict[str, str] | None = None) -> None:
         self.start = start
-        self.group = group  # a tracking.Group: a new run becomes a child of its parent run
         self.logger = logger
         self.hparams = hparams
         self.tracking_uri = tracking_uri
@@ -220,24 +306,9 @@ class Resumable(Callback):
         self.logger.log_hyperparams(self.hparams)  # creates the run (a resumed one exists)
         for key, value in self.tags.items():
             self.logger.experiment.set_tag(self.logger.run_id, key, value)
-        if self.group is not None:
-            self._adopt_parent()
         atomic_write_json(start.out_dir / STATE, {
             "fingerprint": start.fingerprint, "run_id": self.logger.run_id,
             "experiment_id": self.logger.experiment_id, "tracking_uri": self.tracking_uri})
-
-    def _adopt_parent(self) -> None:
-        """Make the run a child of its comparison's parent run (created if need be). Lightning
-        has created the run by now (it touches ``logger.experiment`` before any callback's
-        setup), so the parent is a tag set afterwards; a resumed run keeps the parent it has."""
-        from .tracking import GROUP_TAG, PARENT_TAG, comparison_parent
-
-        client, run_id = self.logger.experiment, self.logger.run_id
-        if PARENT_TAG in client.get_run(run_id).data.tags:
-            return
-        parent = comparison_parent(client, self.logger.experiment_id, self.group)
-        client.set_tag(run_id, PARENT_TAG, parent)
-        client.set_tag(run_id, GROUP_TAG, self.group.key)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.session_start = time.perf_counter()

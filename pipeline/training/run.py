@@ -1,10 +1,13 @@
 """One training run of one variant: data, LightningModule, MLflow logger, checkpoints, Trainer.
 
 Shared by the ``train_scratch`` and ``finetune`` stages and by local pretraining. Writes
-``<out_dir>/best.ckpt``, ``last.ckpt``, ``resume.json`` (the MLflow run and params fingerprint, at
-the start) and ``run.json`` (the MLflow run id, best score, timing); ``run.json`` is written last
-and atomically, so its presence means the run finished. An interrupted run resumes from
-``last.ckpt`` in the same MLflow run (see :mod:`pipeline.training.resume`).
+``<out_dir>/best.ckpt``, ``last.ckpt`` (Lightning's, for resuming only), ``resume.json`` (the MLflow
+run and params fingerprint, at the start), ``history.json`` (per epoch), then the one artifact the
+run hands downstream, ``model.safetensors`` (the best weights with config, class names and
+preprocessing: :mod:`pipeline.models.artifact`, also logged to the MLflow run under ``trained/``),
+and last ``run.json`` (the MLflow run id, best score, timing); ``run.json`` is written atomically
+and last, so its presence means the run finished. An interrupted run resumes from ``last.ckpt`` in
+the same MLflow run (see :mod:`pipeline.training.resume`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from lightning.pytorch.callbacks import (
 from ..atomic import atomic_write_json
 from ..config import StageParams, TrainerParams
 from ..data import PreparedDataModule
-from ..models import VisionTransformer
-from .checkpoint_io import FiniteCheckpointIO
+from ..models.artifact import MODEL_ARTIFACT, MODEL_FILE, save_checkpoint
+from ..models.classifier import ImageClassifier
+from ..models.vit import VisionTransformer
+from ..records import RUN
+from ..store import tracking_uri
+from .checkpoint_io import FiniteCheckpointIO, read_weights
 from .hardware import build_strategy, compile_model, train_flops_per_batch
 from .history import EpochHistory
 from .module import ViTClassifier
@@ -39,7 +46,6 @@ from .tracking import (
     flatten,
     make_logger,
     run_exists,
-    tracking_uri,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,7 @@ class TrainResult:
     tracking_uri: str
     best_ckpt: str
     last_ckpt: str
+    model_file: str  # the trained-model file in the run's dir (what evaluate, predict read)
     best_val_acc: float
     epochs: int
     train_seconds: float
@@ -97,7 +104,7 @@ def fit(
     *,
     name: str,
     stage: str,
-    model: VisionTransformer,
+    model: ImageClassifier,
     params: StageParams,
     trainer_params: TrainerParams,
     experiment: str,
@@ -105,20 +112,18 @@ def fit(
     data_dir: Path,
     out_dir: Path,
     logged_params: dict,
-    freeze_epochs: int = 0,
-    backbone_lr_scale: float = 1.0,
     fresh: bool | None = None,
-    group=None,
 ) -> TrainResult:
-    """Train ``model`` on the prepared data in ``data_dir``; checkpoints and run.json in ``out_dir``.
+    """Train ``model`` with the recipe ``params`` (a fine-tune variant's params bring its frozen
+    start) on the prepared data in ``data_dir``; checkpoints, the model file and run.json in
+    ``out_dir``.
 
     Resumes an interrupted run of the same params from ``out_dir/last.ckpt``; ``fresh`` (default:
-    the ``PIPELINE_FRESH`` environment variable) starts afresh instead. A new MLflow run becomes a
-    child of ``group``'s parent run (a :class:`pipeline.training.tracking.Group`)."""
+    the ``PIPELINE_FRESH`` environment variable) starts afresh instead."""
     out_dir = Path(out_dir)
     uri = check_tracking()  # an unreachable server fails here, before any work
     L.seed_everything(seed, workers=True)
-    tr, opt, aug = params.train, params.train.optimizer, params.augment
+    tr, aug = params.train, params.augment
     dm = PreparedDataModule(
         str(data_dir),  # a str: checkpoints keep the datamodule's hparams, loadable weights_only
         batch_size=tr.batch_size,
@@ -137,25 +142,9 @@ def fit(
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for what runs in fp32
     if trainer_params.compile:
-        compile_model(model)
-    module = ViTClassifier(
-        model,
-        num_classes=dm.num_classes,
-        optimizer=opt.name,
-        lr=opt.lr,
-        weight_decay=opt.weight_decay,
-        momentum=opt.momentum,
-        betas=opt.betas,
-        warmup_epochs=tr.warmup_epochs,
-        label_smoothing=tr.label_smoothing,
-        freeze_epochs=freeze_epochs,
-        backbone_lr_scale=backbone_lr_scale,
-        model_config=model.cfg.to_dict(),
-        classes=list(dm.classes),
-        mixup_alpha=aug.mixup_alpha,
-        cutmix_alpha=aug.cutmix_alpha,
-        mix_prob=aug.mix_prob,
-    )
+        compile_model(model.vit)
+    classes = list(dm.classes)
+    module = ViTClassifier(model, params, classes=classes)
     # read by ThroughputMonitor: FLOPs/s over the device's peak is train/device/mfu
     module.flops_per_batch = train_flops_per_batch(model.cfg, tr.batch_size)
     precision, notice = resolve_precision(trainer_params)
@@ -178,7 +167,7 @@ def fit(
     try:
         # the run is created (or reopened) and recorded in resume.json together, in setup
         resumable = Resumable(start, logger, hparams, uri,
-                              tags={"precision_notice": notice} if notice else {}, group=group)
+                              tags={"precision_notice": notice} if notice else {})
         ckpt = ModelCheckpoint(
             dirpath=out_dir, filename="best", monitor="val/acc", mode="max",
             enable_version_counter=False,
@@ -227,16 +216,22 @@ def fit(
             tracking_uri=tracking_uri(),
             best_ckpt=Path(ckpt.best_model_path).name,
             last_ckpt=Path(last.best_model_path).name,
+            model_file=MODEL_FILE,
             best_val_acc=float(ckpt.best_model_score),
             epochs=trainer.current_epoch,
             train_seconds=seconds,
             num_params=num_params,
         )
         if trainer.is_global_zero:
+            model_file = export_model(Path(ckpt.best_model_path), model.cfg, out_dir, classes,
+                                      info={"variant": name, "stage": stage,
+                                            "run_id": logger.run_id,
+                                            "best_val_acc": result.best_val_acc,
+                                            "params": logged_params})
             logger.log_metrics({"train_seconds": seconds})
-            logger.call("logging the best checkpoint", logger.experiment.log_artifact,
-                        logger.run_id, ckpt.best_model_path, "checkpoints")
-            atomic_write_json(out_dir / "run.json", {**asdict(result),
+            logger.call("logging the model file", logger.experiment.log_artifact,
+                        logger.run_id, str(model_file), MODEL_ARTIFACT.rpartition("/")[0])
+            atomic_write_json(out_dir / RUN, {**asdict(result),
                                                      "tracking_outage": logger.outage})
         return result
     except BaseException as e:
@@ -244,3 +239,11 @@ def fit(
             logger.failure = e
             logger.finalize("failed")
         raise
+
+
+def export_model(best_ckpt: Path, cfg, out_dir: Path, classes: list[str], info: dict) -> Path:
+    """The best checkpoint's weights as the trained-model file ``<out_dir>/model.safetensors``
+    (with its config, class names and preprocessing), written atomically."""
+    vit = VisionTransformer(cfg)
+    vit.load_state_dict(read_weights(best_ckpt))
+    return save_checkpoint(ImageClassifier(vit), out_dir / MODEL_FILE, classes=classes, info=info)

@@ -7,11 +7,9 @@ every run lands in one database; outside DVC it is the current directory. Artifa
 ``mlartifacts/`` beside the database for the same reason. View with
 ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
 
-Comparison: the runs of one set of params (:meth:`pipeline.config.Params.group_key`) are children
-of one parent run (MLflow's ``mlflow.parentRunId`` tag), found or created by the first stage that
-trains, so the UI lists them under it and its compare view lines the variants up. The evaluate
-stage logs the report into the parent and moves a variant reused from an earlier comparison (its
-params unchanged, so DVC did not retrain it) under the current one.
+A training run knows nothing of the comparison it will be part of: the evaluate stage, which is
+the one stage that sees every variant, puts the runs under the comparison's parent run
+(:mod:`pipeline.comparison`).
 """
 
 from __future__ import annotations
@@ -19,12 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,40 +29,12 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..comparison import GROUP_TAG, KIND, KIND_TAG, PARENT_TAG, ROLE_TAG
+from ..comparison import KIND, KIND_TAG
+from ..data.lineage import log_datasets
+from ..errors import TrackingError
+from ..store import artifact_location, git_commit, tracking_uri
 
 log = logging.getLogger(__name__)
-
-
-class TrackingError(RuntimeError):
-    """The MLflow tracking store cannot be used; the message names the URI."""
-
-
-def project_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def artifact_location() -> str | None:
-    """``mlartifacts/`` beside a SQLite database (absolute, like the database); a tracking server
-    decides its own."""
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        return None
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
-
-
-def git_commit(cwd: Path | None = None) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def run_tags(stage: str, variant: str) -> dict[str, str]:
@@ -79,42 +47,6 @@ def run_tags(stage: str, variant: str) -> dict[str, str]:
     if os.environ.get("DVC_EXP_BASELINE_REV"):
         tags["dvc.exp_baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
     return tags
-
-
-@dataclass(frozen=True)
-class Group:
-    """One comparison: the key of its params and the variants it compares."""
-
-    key: str
-    name: str
-    variants: tuple[str, ...]
-
-
-def comparison_group(params) -> Group:
-    """The :class:`Group` of a :class:`pipeline.config.Params`."""
-    key = params.group_key()
-    name = f"{params.base.dataset}: {' vs '.join(params.variants)} [{key[:8]}]"
-    return Group(key=key, name=name[:250], variants=tuple(params.variants))
-
-
-def comparison_parent(client, experiment_id: str, group: Group) -> str:
-    """The run id of ``group``'s parent run in the experiment, created (FINISHED: a container,
-    not a job) if there is none yet. Marks the experiment as model training for the UI."""
-    client.set_experiment_tag(experiment_id, KIND_TAG, KIND)
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{ROLE_TAG}` = 'parent'",
-        order_by=["attributes.start_time ASC"], max_results=1,
-    )
-    if found:
-        return found[0].info.run_id
-    tags = {GROUP_TAG: group.key, ROLE_TAG: "parent", "variants": ", ".join(group.variants)}
-    commit = git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(experiment_id, run_name=group.name, tags=tags)
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -263,44 +195,6 @@ class RunLogger(MLFlowLogger):
             log.warning("could not end MLflow run %s (%s); it stays RUNNING there", self.run_id, e)
 
 
-# a prepared split -> its MLflow dataset context
-CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
-
-
-def split_datasets(data_dir: Path) -> dict[str, Any]:
-    """The prepared splits in ``data_dir`` as MLflow datasets, ``{split: NumpyDataset}``: named
-    after the data set, digest the first 8 hex digits of sha256(manifest.json + split name), the
-    split's images file as source, and its array shapes (split size first) as profile."""
-    import hashlib
-    import warnings
-
-    from mlflow.data import from_numpy
-
-    from ..data import load_prepared
-    from ..data.prepare import MANIFEST
-
-    data_dir = Path(data_dir).resolve()
-    manifest, splits = load_prepared(data_dir)
-    blob = (data_dir / MANIFEST).read_bytes()
-    with warnings.catch_warnings():  # MLflow registers its local source twice and says so
-        warnings.simplefilter("ignore", UserWarning)
-        return {split: from_numpy(images, targets=labels, name=manifest["dataset"],
-                                  source=str(data_dir / f"{split}_images.npy"),
-                                  digest=hashlib.sha256(blob + split.encode()).hexdigest()[:8])
-                for split, (images, labels) in splits.items()}
-
-
-def log_datasets(client, run_id: str, data_dir: Path) -> None:
-    """The prepared splits as the run's dataset inputs, with contexts train/validation/test (a
-    resumed run logs the same inputs again, which MLflow keeps once)."""
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    client.log_inputs(run_id, datasets=[
-        DatasetInput(ds._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
-        for split, ds in split_datasets(data_dir).items()])
-
-
 class TrainingContext(Callback):
     """What a training run ran on, in its MLflow run (global rank 0, once Resumable has set the
     run up): the prepared data as dataset inputs, and the machine through MLflow's own
@@ -320,7 +214,11 @@ class TrainingContext(Callback):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit" and trainer.is_global_zero:
-            self.logger.call("logging the datasets", log_datasets, self.logger.experiment,
+            client = self.logger.experiment
+            # the UI opens the experiment on its runs (model training), not on GenAI traces
+            self.logger.call("tagging the experiment", client.set_experiment_tag,
+                             self.logger.experiment_id, KIND_TAG, KIND)
+            self.logger.call("logging the datasets", log_datasets, client,
                              self.logger.run_id, self.data_dir)
 
     def on_fit_start(self, trainer, pl_module) -> None:
@@ -369,7 +267,7 @@ def make_logger(
         tracking_uri=tracking_uri(),
         artifact_location=artifact_location(),
         tags=run_tags(stage, run_name),
-        log_model=False,  # the best checkpoint is logged explicitly once training succeeded
+        log_model=False,  # the model file is logged explicitly once training succeeded
         run_id=run_id,
     )
     logger.spool = spool

@@ -32,7 +32,7 @@ from pipeline.models import (
     variant_config,
 )
 from pipeline.models import pretrained as pretrained_module
-from pipeline.models.pretrained import expected_shapes
+from pipeline.models.mapping import expected_shapes
 
 # Small models for real logits: Ti width, 2 blocks, patch 8 at 32 px (a 4x4 grid); 48 px (6x6)
 # for fine-tuning at another resolution.

@@ -1,9 +1,11 @@
-"""Checkpoint writes: a crash mid-save or a non-finite weight leaves the previous file intact."""
+"""Checkpoint writes: a crash mid-save or a non-finite weight leaves the previous file intact;
+reading the ViT's weights back out of one (``read_weights``)."""
 
 import pytest
 import torch
 
-from pipeline.training.checkpoint_io import FiniteCheckpointIO, first_non_finite
+from pipeline.errors import CheckpointError
+from pipeline.training.checkpoint_io import FiniteCheckpointIO, first_non_finite, read_weights
 
 
 def _ckpt(value: float, epoch: int) -> dict:
@@ -44,3 +46,36 @@ def test_crash_while_writing_leaves_previous_checkpoint_loadable(tmp_path, monke
 def test_first_non_finite_ignores_integer_tensors():
     assert first_non_finite({"a": torch.tensor([1, 2]), "b": torch.zeros(2)}) is None
     assert first_non_finite({"a": torch.zeros(2), "b": torch.tensor([0.0, float("nan")])}) == "b"
+
+
+def test_read_weights_gives_the_vit_state_dict_of_a_training_checkpoint(tmp_path):
+    from pipeline.models import ImageClassifier, VisionTransformer, ViTConfig
+
+    vit = VisionTransformer(ViTConfig(img_size=8, patch_size=4, embed_dim=16, depth=1,
+                                      num_heads=2, num_classes=3))
+    # the LightningModule holds the ImageClassifier as ``model``: keys ``model.vit.*``
+    state = {f"model.{k}": v for k, v in ImageClassifier(vit).state_dict().items()}
+    path = tmp_path / "best.ckpt"
+    torch.save({"epoch": 0, "state_dict": {**state, "val_acc.tp": torch.zeros(3)}}, path)
+    weights = read_weights(path)
+    assert sorted(weights) == sorted(vit.state_dict())
+    VisionTransformer(vit.cfg).load_state_dict(weights)  # strict
+    assert all(torch.equal(weights[k], v) for k, v in vit.state_dict().items())
+
+
+def test_read_weights_refuses_in_one_line_naming_the_file(tmp_path):
+    missing = tmp_path / "none.ckpt"
+    with pytest.raises(CheckpointError, match=f"no checkpoint at {missing}"):
+        read_weights(missing)
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"model.vit.w": torch.ones(1000)}}, good)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(CheckpointError) as e:
+        read_weights(cut)
+    assert str(e.value).startswith(f"{cut} is not a readable checkpoint (truncated or corrupt")
+    assert "\n" not in str(e.value)
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"model.w": torch.ones(2)}}, other)  # not our LightningModule's
+    with pytest.raises(CheckpointError, match=f"{other} holds no weights under 'model.vit.'"):
+        read_weights(other)

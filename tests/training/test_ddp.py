@@ -6,9 +6,9 @@
    the frozen epoch, it moved after, and all ranks hold identical weights.
 2. The real fine-tune stage, ``python -m pipeline.stages.train`` with ``devices: 2, strategy:
    ddp``, launched the way ``dvc repro`` launches it (Lightning re-runs the command per rank):
-   one MLflow run and one checkpoint set (rank 0), validation metrics over every sample exactly
-   once although the ranks' shares differ, and the same weights as one process with the same
-   global batch.
+   one MLflow run (joining no comparison parent) and one checkpoint set and model file (rank 0),
+   validation metrics over every sample exactly once although the ranks' shares differ, and the
+   same weights as one process with the same global batch.
 """
 
 import json
@@ -24,17 +24,26 @@ import torch
 import yaml
 
 from conftest import TINY_MODEL, make_tiny_params
-from pipeline.config import parse_params
+from pipeline.comparison import PARENT_TAG
+from pipeline.config import FinetuneParams, parse_params
 from pipeline.data import load_prepared, load_raw, prepare_dataset
-from pipeline.evaluation import evaluate_model, load_trained
-from pipeline.models import build_vit
-from pipeline.models.pretrained import save_checkpoint
+from pipeline.evaluation.metrics import classification_metrics
+from pipeline.models import (
+    ImageClassifier,
+    VisionTransformer,
+    batched_logits,
+    build_vit,
+    load_classifier,
+    save_checkpoint,
+)
 from pipeline.stages import train as train_stage
 from pipeline.training import ViTClassifier
+from pipeline.training.checkpoint_io import read_weights
 from pipeline.workspace import stage_env
 
 VARIANT = "finetune"
-CKPT_SET = ["best.ckpt", "history.json", "last.ckpt", "resume.json", "run.json"]
+CKPT_SET = ["best.ckpt", "history.json", "last.ckpt", "model.safetensors", "resume.json",
+            "run.json"]
 
 
 class _Data(L.LightningDataModule):
@@ -50,17 +59,22 @@ class _Record(L.Callback):
         self.out_dir = out_dir
 
     def on_train_epoch_end(self, trainer, pl_module):
-        state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+        state = {k: v.detach().clone() for k, v in pl_module.model.vit.state_dict().items()}
         torch.save(state, f"{self.out_dir}/rank{trainer.global_rank}_epoch{trainer.current_epoch}.pt")
 
 
 def test_frozen_then_unfrozen_is_identical_across_ddp_ranks(tmp_path):
     torch.manual_seed(0)
-    model = build_vit("custom", img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2,
-                      num_classes=3)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    module = ViTClassifier(model, num_classes=3, optimizer="sgd", lr=0.05, warmup_epochs=0,
-                           freeze_epochs=1, backbone_lr_scale=0.5)
+    params = FinetuneParams.model_validate({
+        "model": {"variant": "custom", "img_size": 8, "patch_size": 4, "embed_dim": 16,
+                  "depth": 1, "num_heads": 2},
+        "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0,
+                  "optimizer": {"name": "sgd", "lr": 0.05, "weight_decay": 0.05}},
+        "augment": {"crop_padding": 0, "hflip": False},  # no Mixup/CutMix
+        "pretrained": "tiny", "freeze_epochs": 1, "backbone_lr_scale": 0.5})
+    model = ImageClassifier(VisionTransformer(params.model.vit_config(num_classes=3)))
+    start = {k: v.clone() for k, v in model.vit.state_dict().items()}
+    module = ViTClassifier(model, params)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp_spawn",
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[_Record(str(tmp_path))],
@@ -121,13 +135,14 @@ def test_rank_zero_alone_logs_and_saves(runs):
     client = mlflow.MlflowClient(runs.uri)
     (exp,) = [e for e in client.search_experiments() if e.name == "tests"]
     found = client.search_runs([exp.experiment_id])
-    parents = [r for r in found if r.data.tags.get("pipeline.role") == "parent"]
-    children = [r for r in found if r.info.run_name == VARIANT]
-    assert len(found) == 2 and len(parents) == 1 and len(children) == 1, \
+    # one run, of rank 0; training joins no comparison parent (the evaluate stage does that)
+    assert len(found) == 1 and found[0].info.run_name == VARIANT, \
         [(r.info.run_name, r.data.tags) for r in found]
-    run = children[0]
+    run = found[0]
     assert run.info.status == "FINISHED"
-    assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert PARENT_TAG not in run.data.tags
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "trained")] == \
+        ["trained/model.safetensors"]
     # one value per epoch, not one per rank
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [7, 15]
     run_json = json.loads((runs.ddp / "run.json").read_text())
@@ -142,8 +157,11 @@ def test_val_metrics_count_every_sample_once(runs):
     _, splits = load_prepared(runs.data)
     images, labels = splits["val"]
     assert len(labels) % 2 == 1
-    model, _ = load_trained(runs.ddp / "last.ckpt")  # the weights the last validation saw
-    single = evaluate_model(model, images, labels, batch_size=64, device=torch.device("cpu"))
+    classifier = load_classifier(runs.ddp / "model.safetensors").classifier
+    # the weights the last validation saw
+    classifier.vit.load_state_dict(read_weights(runs.ddp / "last.ckpt"))
+    logits, _ = batched_logits(classifier, images, batch_size=64, device=torch.device("cpu"))
+    single = classification_metrics(logits, labels)
     last = json.loads((runs.ddp / "history.json").read_text())[-1]
     assert last["val/acc"] == pytest.approx(single.top1, abs=1e-6)
     assert last["val/loss"] == pytest.approx(single.loss, abs=1e-5)
@@ -155,7 +173,8 @@ def test_val_metrics_count_every_sample_once(runs):
 
 
 def test_frozen_then_unfrozen_matches_one_device(runs):
-    ddp, one = (load_trained(r / "last.ckpt")[0].state_dict() for r in (runs.ddp, runs.one))
+    ddp, one = (read_weights(r / "last.ckpt") for r in (runs.ddp, runs.one))
+    VisionTransformer(load_classifier(runs.ddp / "model.safetensors").cfg).load_state_dict(ddp)
     assert sorted(ddp) == sorted(one)
     for k in one:
         torch.testing.assert_close(ddp[k], one[k], rtol=0, atol=1e-5, msg=k)

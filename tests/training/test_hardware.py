@@ -7,11 +7,11 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
 from pipeline.config import parse_params
-from pipeline.evaluation import forward_gflops, load_trained
-from pipeline.models import build_vit, variant_config
+from pipeline.models import VisionTransformer, forward_gflops, load_classifier, variant_config
 from pipeline.models.vit import Block
 from pipeline.stages import train as train_stage
 from pipeline.training import hardware, run as run_mod
+from pipeline.training.checkpoint_io import read_weights
 from pipeline.training.hardware import build_strategy, train_flops_per_batch
 
 
@@ -29,7 +29,7 @@ def test_fsdp_shards_per_block_and_saves_full_checkpoints():
 def test_train_flops_are_three_forwards_per_image(variant):
     """Backward costs two forwards (grads of inputs and of weights); per image, linear in batch."""
     cfg = variant_config(variant, num_classes=10, img_size=32)
-    forward = forward_gflops(build_vit("custom", **cfg.to_dict())) * 1e9
+    forward = forward_gflops(VisionTransformer(cfg)) * 1e9
     assert train_flops_per_batch(cfg, 4) == 4 * train_flops_per_batch(cfg, 1)
     assert train_flops_per_batch(cfg, 1) / forward == pytest.approx(3.0, rel=0.02)
 
@@ -65,5 +65,9 @@ def test_compiled_training_saves_plain_keys_and_same_weights(tiny_params, digits
     assert sorted(with_compile) == sorted(eager)
     for k in eager:
         torch.testing.assert_close(with_compile[k], eager[k], rtol=0, atol=1e-5, msg=k)
-    model, _ = load_trained(tmp_path / "compiled" / "best.ckpt")  # strict, into a plain ViT
+    # strict, into a plain ViT: the model file (exported from best.ckpt) and best.ckpt itself
+    model = load_classifier(tmp_path / "compiled" / "model.safetensors").classifier.vit
     assert model._compiled_call_impl is None
+    plain = VisionTransformer(model.cfg)
+    plain.load_state_dict(read_weights(tmp_path / "compiled" / "best.ckpt"))
+    assert plain._compiled_call_impl is None

@@ -6,8 +6,31 @@ import lightning as L
 import pytest
 import torch
 
-from pipeline.models import build_vit
-from pipeline.training import DevicePreprocess, ViTClassifier, param_groups, warmup_cosine
+from pipeline.config import FinetuneParams, StageParams
+from pipeline.models import DevicePreprocess, ImageClassifier, VisionTransformer, build_vit
+from pipeline.training import ViTClassifier, param_groups, warmup_cosine
+
+MODEL_8PX = {"variant": "custom", "img_size": 8, "patch_size": 4, "embed_dim": 16, "depth": 1,
+             "num_heads": 2}
+
+
+def _params(optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=1.0, epochs=1,
+            freeze_epochs=None, backbone_lr_scale=1.0) -> StageParams:
+    """A recipe with no label smoothing and no Mixup/CutMix (the LightningModule's old defaults);
+    ``freeze_epochs`` set: a fine-tune recipe with that frozen start."""
+    data = {"model": dict(MODEL_8PX),
+            "train": {"epochs": epochs, "batch_size": 16, "warmup_epochs": warmup_epochs,
+                      "optimizer": {"name": optimizer, "lr": lr, "weight_decay": weight_decay}},
+            "augment": {"crop_padding": 0, "hflip": False}}
+    if freeze_epochs is None:
+        return StageParams.model_validate(data)
+    return FinetuneParams.model_validate({**data, "pretrained": "tiny",
+                                          "freeze_epochs": freeze_epochs,
+                                          "backbone_lr_scale": backbone_lr_scale})
+
+
+def _classifier(params: StageParams) -> ImageClassifier:
+    return ImageClassifier(VisionTransformer(params.model.vit_config(num_classes=3)))
 
 
 def test_warmup_cosine_shape():
@@ -61,7 +84,8 @@ class _Snapshot(L.Callback):
         self.weights, self.state_sizes = [], []
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.weights.append({k: v.detach().clone() for k, v in pl_module.model.state_dict().items()})
+        vit = pl_module.model.vit
+        self.weights.append({k: v.detach().clone() for k, v in vit.state_dict().items()})
         opt = trainer.optimizers[0]
         self.state_sizes.append({g["name"]: sum(1 for p in g["params"] if opt.state.get(p))
                                  for g in opt.param_groups})
@@ -70,11 +94,12 @@ class _Snapshot(L.Callback):
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_backbone_frozen_first_then_trained(optimizer):
     torch.manual_seed(0)
-    model = build_vit("custom", img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2,
-                      num_classes=3)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    module = ViTClassifier(model, num_classes=3, optimizer=optimizer, lr=0.05, weight_decay=0.1,
-                           warmup_epochs=0, freeze_epochs=1, backbone_lr_scale=0.5)
+    params = _params(optimizer, lr=0.05, weight_decay=0.1, warmup_epochs=0, epochs=2,
+                     freeze_epochs=1, backbone_lr_scale=0.5)
+    assert (params.backbone().freeze_epochs, params.backbone().lr_scale) == (1, 0.5)
+    model = _classifier(params)
+    start = {k: v.clone() for k, v in model.vit.state_dict().items()}
+    module = ViTClassifier(model, params)
     snap = _Snapshot()
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[snap],
@@ -92,11 +117,11 @@ def test_backbone_frozen_first_then_trained(optimizer):
 
 
 def test_non_finite_loss_names_the_step():
-    model = build_vit("custom", img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2,
-                      num_classes=3)
+    params = _params()
+    model = _classifier(params)
     with torch.no_grad():
-        model.head.bias.fill_(float("nan"))
-    module = ViTClassifier(model, num_classes=3)
+        model.vit.head.bias.fill_(float("nan"))
+    module = ViTClassifier(model, params)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
     with pytest.raises(FloatingPointError, match="non-finite training loss .* global step 0"):

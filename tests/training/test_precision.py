@@ -14,7 +14,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.config import parse_params
-from pipeline.models import build_vit
+from pipeline.models import ImageClassifier, VisionTransformer
 from pipeline.training.run import fit, resolve_precision
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -30,7 +30,7 @@ def _fit(tiny_params, digits_dir, out_dir, patch_trainer, precision, callbacks=(
     sp = sp.model_copy(update={"train": sp.train.model_copy(
         update={"epochs": epochs, "batch_size": 32})})
     L.seed_everything(0)
-    model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
+    model = ImageClassifier(VisionTransformer(sp.model.vit_config(num_classes=10)))
 
     def fp16_on_cpu(kw):
         # Lightning swaps 16-mixed for bf16 on a CPU (and resolve_precision for 32-true); its

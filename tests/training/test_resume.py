@@ -12,12 +12,13 @@ import pytest
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from pipeline.config import parse_params
-from pipeline.models import build_vit
+from pipeline.config import FinetuneParams, parse_params
+from pipeline.errors import ResumeError
+from pipeline.models import ImageClassifier, VisionTransformer
+from pipeline.store import tracking_uri
 from pipeline.training import resume as resume_mod
-from pipeline.training.resume import STATE, ResumeError, decide
+from pipeline.training.resume import STATE, decide
 from pipeline.training.run import fit
-from pipeline.training.tracking import tracking_uri
 from conftest import make_tiny_params
 
 # dropout and stochastic depth on, so a resume that lost the RNG state would differ
@@ -25,22 +26,27 @@ NOISY = {"dropout": 0.1, "drop_path": 0.1}
 EPOCHS = 3
 
 
-def _params(tiny_params, **train):
+def _params(tiny_params, freeze_epochs=0, **train):
+    """The scratch recipe; with ``freeze_epochs``, as a fine-tune recipe: that frozen start, then
+    the backbone at half the lr."""
     p = parse_params(tiny_params)
     sp = p.scratch["scratch"]
-    return p, sp.model_copy(update={
+    sp = sp.model_copy(update={
         "model": sp.model.model_copy(update=NOISY),
         "train": sp.train.model_copy(update={"epochs": EPOCHS, "batch_size": 32, **train})})
+    if freeze_epochs:
+        sp = FinetuneParams(**{**sp.model_dump(), "pretrained": "tiny",
+                               "freeze_epochs": freeze_epochs, "backbone_lr_scale": 0.5})
+    return p, sp
 
 
 def _fit(tiny_params, digits_dir, out_dir, *, freeze_epochs=0, **train):
-    p, sp = _params(tiny_params, **train)
+    p, sp = _params(tiny_params, freeze_epochs, **train)
     L.seed_everything(0)
-    model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
+    model = ImageClassifier(VisionTransformer(sp.model.vit_config(num_classes=10)))
     return fit(name="scratch", stage="train_scratch", model=model, params=sp,
                trainer_params=p.base.trainer, experiment="resume", seed=0, data_dir=digits_dir,
-               out_dir=out_dir, logged_params={"train": sp.model_dump()},
-               freeze_epochs=freeze_epochs, backbone_lr_scale=0.5)
+               out_dir=out_dir, logged_params={"train": sp.model_dump()})
 
 
 class _SigtermAt(L.Callback):
@@ -195,6 +201,12 @@ def test_decide_never_resumes_from_nothing_or_guesses(tmp_path, caplog):
 
     state = {"fingerprint": "fp", "run_id": "r1", "tracking_uri": "sqlite:///x.db"}
     (out / STATE).write_text(json.dumps(state))
+    # a last.ckpt is resumed from only when it is a full Lightning checkpoint (tests of damaged
+    # ones: tests/test_corrupt_files.py)
+    with pytest.raises(ResumeError, match="last.ckpt is corrupt or not a checkpoint"):
+        decide(out, "fp")
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 1, "loops": {},
+                "optimizer_states": []}, out / "last.ckpt")
     start = decide(out, "fp")
     assert start.resuming and start.run_id == "r1" and start.ckpt_path == out / "last.ckpt"
 

@@ -16,9 +16,11 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.config import parse_params
-from pipeline.models import build_vit
+from pipeline.errors import TrackingError
+from pipeline.models import ImageClassifier, VisionTransformer
+from pipeline.store import tracking_uri
 from pipeline.training.run import fit
-from pipeline.training.tracking import TrackingError, check_tracking, tracking_uri
+from pipeline.training.tracking import check_tracking
 
 
 def _closed_port() -> int:
@@ -49,6 +51,11 @@ def _run(tiny_params, digits_dir, out_dir, model, epochs=2):
                out_dir=out_dir, logged_params={})
 
 
+def _model(tiny_params) -> ImageClassifier:
+    sp = parse_params(tiny_params).scratch["scratch"]
+    return ImageClassifier(VisionTransformer(sp.model.vit_config(num_classes=10)))
+
+
 def _only_run():
     client = mlflow.MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name("faults")
@@ -60,14 +67,13 @@ class _NanAfterFirstEpoch(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 1:
             with torch.no_grad():
-                pl_module.model.head.bias.fill_(float("nan"))
+                pl_module.model.vit.head.bias.fill_(float("nan"))
 
 
 def test_nan_loss_fails_the_run_with_the_error_and_keeps_the_last_good_checkpoint(
         tiny_params, digits_dir, tmp_path, patch_trainer):
     patch_trainer(_NanAfterFirstEpoch())
-    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
-                      .vit_config(num_classes=10).to_dict())
+    model = _model(tiny_params)
     with pytest.raises(FloatingPointError, match="non-finite training loss nan at epoch 1"):
         _run(tiny_params, digits_dir, tmp_path / "ckpt", model)
     run = _only_run()
@@ -78,6 +84,7 @@ def test_nan_loss_fails_the_run_with_the_error_and_keeps_the_last_good_checkpoin
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values()
                if v.is_floating_point())
     assert not (tmp_path / "ckpt" / "run.json").exists()  # no claim that the run finished
+    assert not (tmp_path / "ckpt" / "model.safetensors").exists()  # nor a model to use
 
 
 class _Sigterm(L.Callback):
@@ -88,8 +95,7 @@ class _Sigterm(L.Callback):
 
 def test_sigterm_ends_the_run_killed(tiny_params, digits_dir, tmp_path, patch_trainer):
     patch_trainer(_Sigterm())
-    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
-                      .vit_config(num_classes=10).to_dict())
+    model = _model(tiny_params)
     with pytest.raises(SIGTERMException):
         _run(tiny_params, digits_dir, tmp_path / "ckpt", model)
     run = _only_run()
@@ -98,12 +104,14 @@ def test_sigterm_ends_the_run_killed(tiny_params, digits_dir, tmp_path, patch_tr
 
 
 def test_a_successful_run_is_finished(tiny_params, digits_dir, tmp_path):
-    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
-                      .vit_config(num_classes=10).to_dict())
+    model = _model(tiny_params)
     result = _run(tiny_params, digits_dir, tmp_path / "ckpt", model, epochs=1)
     run = _only_run()
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
     assert run.info.run_id == result.run_id and (tmp_path / "ckpt" / "run.json").exists()
+    assert (tmp_path / "ckpt" / result.model_file).is_file()  # and the model file, logged
+    arts = mlflow.MlflowClient(tracking_uri()).list_artifacts(result.run_id, "trained")
+    assert [a.path for a in arts] == ["trained/model.safetensors"]
 
 
 def _start_server(db, port):
@@ -150,8 +158,7 @@ def test_tracking_server_dying_mid_run_costs_no_training(
     outage = _ServerOutage(_start_server(db, port), lambda: _start_server(db, port),
                            back_after=1 if comes_back else 99)
     patch_trainer(outage)
-    model = build_vit("custom", **parse_params(tiny_params).scratch["scratch"].model
-                      .vit_config(num_classes=10).to_dict())
+    model = _model(tiny_params)
     out = tmp_path / "ckpt"
     try:
         result = _run(tiny_params, digits_dir, out, model, epochs=3)  # trains to the end

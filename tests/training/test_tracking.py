@@ -12,17 +12,12 @@ import mlflow
 import pytest
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from pipeline.comparison import KIND, KIND_TAG
+from pipeline.comparison import GROUP_TAG, KIND, KIND_TAG, PARENT_TAG
 from pipeline.config import parse_params
-from pipeline.models import build_vit
+from pipeline.models import ImageClassifier, VisionTransformer
+from pipeline.store import artifact_location, tracking_uri
 from pipeline.training.run import fit
-from pipeline.training.tracking import (
-    artifact_location,
-    comparison_group,
-    flatten,
-    run_tags,
-    tracking_uri,
-)
+from pipeline.training.tracking import flatten, run_tags
 
 
 def test_default_uri_is_an_absolute_sqlite_db_at_the_dvc_root(tmp_path, monkeypatch):
@@ -111,11 +106,10 @@ def test_a_run_records_its_kind_data_and_machine(tiny_params, digits_dir, tmp_pa
 
     def train():
         L.seed_everything(0)
-        model = build_vit("custom", **sp.model.vit_config(num_classes=10).to_dict())
+        model = ImageClassifier(VisionTransformer(sp.model.vit_config(num_classes=10)))
         return fit(name="scratch", stage="train_scratch", model=model, params=sp,
                    trainer_params=p.base.trainer, experiment="kind", seed=0,
-                   data_dir=digits_dir, out_dir=tmp_path / "out", logged_params={},
-                   group=comparison_group(p))
+                   data_dir=digits_dir, out_dir=tmp_path / "out", logged_params={})
 
     def monitors() -> set[threading.Thread]:
         return {t for t in threading.enumerate() if t.name == "SystemMetricsMonitor"}
@@ -135,6 +129,9 @@ def test_a_run_records_its_kind_data_and_machine(tiny_params, digits_dir, tmp_pa
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
     assert client.get_experiment(run.info.experiment_id).tags[KIND_TAG] == KIND
+    # a training run joins no comparison: the evaluate stage puts it under the parent run
+    assert PARENT_TAG not in run.data.tags and GROUP_TAG not in run.data.tags
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # and creates no parent
     manifest = json.loads((digits_dir / "manifest.json").read_text())
     inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(inputs) == {"train", "validation", "test"}  # logged again on resume, kept once

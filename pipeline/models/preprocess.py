@@ -50,3 +50,9 @@ class DevicePreprocess(nn.Module):
                 x, size=(self.img_size, self.img_size), mode="bicubic", antialias=down
             ).clamp_(0.0, 1.0)
         return (x - self.mean) / self.std
+
+    def to_dict(self) -> dict:
+        """What rebuilds it (saved with every trained model)."""
+        return {"img_size": self.img_size, "in_chans": self.in_chans,
+                "mean": [float(m) for m in self.mean.flatten()],
+                "std": [float(s) for s in self.std.flatten()]}

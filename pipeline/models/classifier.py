@@ -1,0 +1,113 @@
+"""The classifier every caller runs: uint8 images (B, H, W, C) -> logits, i.e. the device-side
+preprocessing (:class:`~pipeline.models.preprocess.DevicePreprocess`) and the ViT, in one module.
+
+Training (:mod:`pipeline.training.module`), evaluation, ``predict``, ``serve`` and the MLflow model
+all go through :class:`ImageClassifier`, and all choose their autocast dtype with
+:func:`autocast_dtype`, so a trained model gives the same logits wherever it runs.
+
+    >>> clf = ImageClassifier(build_vit("S/16", img_size=224, num_classes=10))
+    >>> clf(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)).shape
+    torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .preprocess import DevicePreprocess
+from .vit import ViTConfig, VisionTransformer
+
+
+class ImageClassifier(nn.Module):
+    """uint8 images -> logits (B, num_classes). ``images``: one (B, H, W, C) batch, or a sequence
+    of (H, W, C) images whose sizes may differ (each is resized on its own, as in training)."""
+
+    def __init__(self, vit: VisionTransformer, preprocess: DevicePreprocess | None = None) -> None:
+        super().__init__()
+        self.preprocess = preprocess or DevicePreprocess(vit.cfg.img_size, vit.cfg.in_chans)
+        self.vit = vit
+
+    @property
+    def cfg(self) -> ViTConfig:
+        return self.vit.cfg
+
+    def forward(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            x = self.preprocess(images)
+        else:  # (B, C, S, S) from images of any sizes
+            x = torch.cat([self.preprocess(im.unsqueeze(0)) for im in images])
+        return self.vit(x)
+
+
+def autocast_dtype(device: torch.device | str, precision: str | None = None) -> torch.dtype | None:
+    """The dtype inference autocasts to on ``device`` (None: plain fp32).
+
+    ``precision`` is a Lightning precision name as in params (``base.trainer.precision``), or None
+    for the best the device has. A CPU runs fp32 (mixed precision there is slower, and training
+    falls back to 32-true as well); on a GPU ``32-true`` is fp32, ``16-mixed`` fp16, and the
+    bf16 ones (or None) bf16 where the GPU has it, else fp16."""
+    device = torch.device(device)
+    if device.type != "cuda" or precision == "32-true":
+        return None
+    if precision == "16-mixed" or not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def batched_logits(classifier: ImageClassifier, images: np.ndarray, *, batch_size: int,
+                   device: torch.device, dtype: torch.dtype | None = None
+                   ) -> tuple[torch.Tensor, float]:
+    """(logits (N, K) float32 on the CPU, images per second) of uint8 (N, H, W, C) ``images``,
+    ``batch_size`` at a time; the throughput leaves out the first batch (warm-up) unless it is
+    the only one."""
+    classifier = classifier.eval().to(device)
+    logits, seconds, timed = [], 0.0, 0
+    for i, start in enumerate(range(0, len(images), batch_size)):
+        batch = torch.from_numpy(np.array(images[start : start + batch_size]))  # off the mmap
+        t0 = time.perf_counter()
+        with autocast(device, dtype):
+            out = classifier(batch.to(device, non_blocking=True)).float()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i > 0 or len(images) <= batch_size:
+            seconds += time.perf_counter() - t0
+            timed += len(batch)
+        logits.append(out.cpu())
+    k = classifier.cfg.num_classes
+    all_logits = torch.cat(logits) if logits else torch.zeros(0, k)
+    return all_logits, (timed / seconds if seconds > 0 else float("nan"))
+
+
+def forward_gflops(vit: VisionTransformer) -> float:
+    """GFLOPs of one forward pass of one image (a multiply-add counts 2), by
+    ``torch.utils.flop_counter`` on the model's own input size; the preprocessing is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = vit.cfg
+    x = torch.zeros(1, cfg.in_chans, cfg.img_size, cfg.img_size,
+                    device=next(vit.parameters()).device)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        vit(x)
+    return counter.get_total_flops() / 1e9
+
+
+def inference_device(accelerator: str = "auto") -> torch.device:
+    """Where inference runs for a ``base.trainer.accelerator`` value: CUDA when asked for (or
+    ``auto`` and present), else the CPU."""
+    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if gpu else "cpu")

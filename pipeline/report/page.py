@@ -1,0 +1,205 @@
+"""The report's HTML page and :func:`build_report`, which validates its inputs, renders every
+file in memory and then writes them atomically, ``report.html`` last."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..atomic import atomic_write, atomic_write_text
+from ..evaluation.metrics import ClassificationMetrics
+from .figures import (
+    attention_figure,
+    confusion_figure,
+    curves_figure,
+    misclassified_figure,
+    per_class_figure,
+    png_bytes,
+    reliability_figure,
+    tradeoff_figure,
+    variant_colors,
+)
+from .tables import curves_csv, markdown_report, per_class_csv, pretraining_gain, table
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: array fields make == ambiguous, identity is enough
+class VariantResult:
+    """One trained variant evaluated on the test split."""
+
+    name: str  # e.g. "scratch_ti4", "finetune_b16": also a file name, so [A-Za-z0-9_.+-]
+    kind: str  # "scratch" | "finetune"
+    model: str  # short description, e.g. "192d/9L/4p@32"
+    num_params: int
+    gflops: float  # forward GFLOPs per image (may be nan)
+    train_seconds: float
+    images_per_s: float  # inference throughput measured at evaluation (may be nan)
+    metrics: ClassificationMetrics = field(repr=False)  # on the test split, from its logits
+    history: list[dict] = field(repr=False)  # per epoch: "epoch", "train/loss", "val/acc", ...
+    attention: np.ndarray | None = field(default=None, repr=False)  # (M, g, g) rollout maps
+
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.95em; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; }
+th { background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.best { font-weight: bold; background: #dff0d8; }
+figure { margin: 2em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.95em; margin-top: 0.4em; }
+p.gain { font-size: 1.1em; }
+"""
+
+
+def html_report(variants: Sequence[VariantResult], figures: Sequence[tuple[str, bytes, str]], *,
+                dataset: str, num_classes: int, num_images: int, n_bins: int) -> str:
+    """The page; ``figures``: (file name, PNG bytes, caption), inlined in that order."""
+    e = html.escape
+    header, rows, marks = table(variants)
+    numeric = set(range(3, len(header)))
+    out = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>ViT from scratch vs pretrained: {e(dataset)}</title>",
+        f"<style>{_CSS}</style>", "</head>", "<body>",
+        f"<h1>ViT from scratch vs pretrained: {e(dataset)} test split</h1>",
+        f"<p>{num_images} test images, {num_classes} classes. Best accuracy highlighted. ECE: "
+        f"expected calibration error over {n_bins} equal-width confidence bins.</p>",
+        "<table>", "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>",
+        "<tbody>",
+    ]
+    for cells, best in zip(rows, marks):
+        tds = []
+        for i, (c, b) in enumerate(zip(cells, best)):
+            cls = " ".join(n for n, on in (("num", i in numeric), ("best", b)) if on)
+            tds.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
+        out.append("<tr>" + "".join(tds) + "</tr>")
+    out += ["</tbody>", "</table>"]
+    gain = pretraining_gain(variants)
+    if gain:
+        out.append(f'<p class="gain">{e(gain)}</p>')
+    for name, png, caption in figures:
+        data = base64.b64encode(png).decode("ascii")
+        out += ["<figure>", f'<img src="data:image/png;base64,{data}" alt="{e(name)}">',
+                f"<figcaption>{e(caption)}</figcaption>", "</figure>"]
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def _validate(variants: Sequence[VariantResult], labels: np.ndarray, images: np.ndarray,
+              classes: Sequence[str], attention_index: np.ndarray | None) -> None:
+    if not variants:
+        raise ValueError("no variants to report")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique: {names}")
+    for n in names:
+        if not _SAFE_NAME.fullmatch(n):
+            raise ValueError(f"variant name {n!r} is not usable as a file name")
+    if len(set(classes)) != len(classes):
+        raise ValueError("class names must be unique")
+    if labels.ndim != 1 or not len(labels):
+        raise ValueError(f"labels must be (N,) with N > 0, got shape {labels.shape}")
+    if images.ndim != 4 or images.shape[0] != len(labels) or images.shape[-1] not in (1, 3) \
+            or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (N={len(labels)}, H, W, 1 or 3), got "
+                         f"{images.dtype} {images.shape}")
+    if attention_index is not None and len(attention_index) and not (
+            0 <= attention_index.min() and attention_index.max() < len(labels)):
+        raise ValueError(f"attention_index must index the {len(labels)} test images")
+    n_bins = {v.name: v.metrics.n_bins for v in variants}
+    if len(set(n_bins.values())) > 1:
+        raise ValueError(f"the variants' metrics must share their number of ECE bins: {n_bins}")
+    n, k = len(labels), len(classes)
+    for v in variants:
+        m = v.metrics
+        if m.probs.shape != (n, k):
+            raise ValueError(f"{v.name}: metrics.probs must be (N={n}, K={k}), got "
+                             f"{m.probs.shape}")
+        if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= k:
+            raise ValueError(f"labels must be integers in [0, K={k})")
+        counted = np.bincount(labels * k + m.predictions, minlength=k * k).reshape(k, k)
+        if not np.array_equal(counted, m.confusion):
+            raise ValueError(f"{v.name}: its metrics were not computed with these labels")
+        if v.attention is not None:
+            if attention_index is None:
+                raise ValueError(f"{v.name} has attention maps but no attention_index was given")
+            if v.attention.ndim != 3 or len(v.attention) != len(attention_index):
+                raise ValueError(f"{v.name}: attention must be (M={len(attention_index)}, g, g), "
+                                 f"got {v.attention.shape}")
+
+
+def build_report(out_dir: Path, variants: Sequence[VariantResult], *, labels: np.ndarray,
+                 images: np.ndarray, classes: Sequence[str], dataset: str,
+                 attention_index: np.ndarray | None = None, n_misclassified: int = 16) -> None:
+    """Write the report of ``variants`` (their metrics on the test split of ``labels`` and
+    ``images``) into ``out_dir``; see :mod:`pipeline.report`. ValueError on inconsistent inputs,
+    before anything is written."""
+    out_dir = Path(out_dir)
+    labels, images = np.asarray(labels), np.asarray(images)
+    if attention_index is not None:
+        attention_index = np.asarray(attention_index, dtype=np.int64)
+    classes = [str(c) for c in classes]
+    _validate(variants, labels, images, classes, attention_index)
+    for d in (out_dir, out_dir / "figures", out_dir / "curves"):  # fail before the rendering
+        d.mkdir(parents=True, exist_ok=True)
+
+    n_bins = variants[0].metrics.n_bins
+    colors = variant_colors(len(variants))
+    best = max(variants, key=lambda v: v.metrics.top1)  # the first of equals
+
+    # (file name, PNG bytes, caption): every figure is rendered before anything is written
+    figures: list[tuple[str, bytes, str]] = []
+
+    def add(name: str, fig: Figure, caption: str) -> None:
+        figures.append((name, png_bytes(fig), caption))
+
+    add("per_class_accuracy.png", per_class_figure(variants, classes, colors),
+        "Test accuracy per class, one bar per variant.")
+    for v in variants:
+        add(f"confusion_{v.name}.png",
+            confusion_figure(v.name, v.metrics.confusion, classes, v.metrics.top1),
+            f"{v.name}: confusion matrix on the test split, rows normalised to the true class "
+            "(its number of test images in brackets).")
+    add("reliability.png", reliability_figure(variants, colors, n_bins),
+        "Reliability: accuracy against mean confidence in each confidence bin (the diagonal is "
+        "perfect calibration; below it, over-confident); below, the share of test images per "
+        "bin. ECE is the image-weighted mean gap.")
+    add("curves.png", curves_figure(variants, colors),
+        "Training curves per epoch: validation accuracy and loss, training loss.")
+    add("acc_vs_params.png", tradeoff_figure(variants, colors, x_of="num_params"),
+        "Test top-1 against the number of parameters (log scale).")
+    add("acc_vs_throughput.png", tradeoff_figure(variants, colors, x_of="images_per_s"),
+        "Test top-1 against inference throughput measured at evaluation (log scale).")
+    add("misclassified.png",
+        misclassified_figure(best.name, images, labels, best.metrics, classes, n_misclassified),
+        f"The most confident mistakes of the best variant ({best.name}): true → predicted class "
+        "and the predicted class's probability.")
+    if any(v.attention is not None for v in variants):
+        add("attention.png",
+            attention_figure(variants, images, labels, attention_index, classes, colors),
+            "Attention rollout of each variant, upsampled (bilinear) over the image, with the "
+            "variant's prediction (✓ right, ✗ wrong).")
+    common = dict(dataset=dataset, num_classes=len(classes), num_images=len(labels),
+                  n_bins=n_bins)
+    markdown = markdown_report(variants, **common)
+    page = html_report(variants, figures, **common)
+
+    fig_dir = out_dir / "figures"
+    for name, png, _ in figures:
+        atomic_write(fig_dir / name, lambda tmp, png=png: tmp.write_bytes(png))
+    atomic_write_text(out_dir / "per_class.csv", per_class_csv(variants, classes))
+    for v in variants:
+        atomic_write_text(out_dir / "curves" / f"{v.name}.csv", curves_csv(v.history))
+    atomic_write_text(out_dir / "report.md", markdown)
+    atomic_write_text(out_dir / "report.html", page)
