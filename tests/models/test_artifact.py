@@ -126,3 +126,28 @@ def test_the_model_file_loads_in_timm_with_the_same_logits(tmp_path):
     images = _images(4, size=32, chans=3)
     with torch.no_grad():
         assert (ref(ours.preprocess(images)) - ours(images)).abs().max().item() <= 1e-5
+
+
+def test_fine_tuning_starts_from_a_model_file_of_ours(tmp_path):
+    """A trained variant's file is a pretrained checkpoint like any other: the backbone loads
+    as it is, the head is new (zero-initialised) for the new task, and the position embeddings
+    are resized for another resolution."""
+    from pipeline.models import load_pretrained
+
+    source = _classifier()
+    path = save_checkpoint(source, tmp_path / MODEL_FILE, classes=CLASSES)
+    for img_size, num_classes in ((16, 7), (24, 7)):
+        target = VisionTransformer(ViTConfig(**{**CFG.to_dict(), "img_size": img_size,
+                                                "num_classes": num_classes}))
+        load_pretrained(target, path)
+        want = source.vit.state_dict()
+        for k, v in target.state_dict().items():
+            if k.startswith("head."):
+                assert torch.count_nonzero(v) == 0, k
+            elif k == "pos_embed":
+                assert v.shape == (1, 1 + (img_size // 4) ** 2, CFG.embed_dim)
+                assert torch.equal(v[:, :1], want[k][:, :1])  # [CLS] kept
+                if img_size == 16:
+                    assert torch.equal(v, want[k])
+            else:
+                assert torch.equal(v, want[k]), k
