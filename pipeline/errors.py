@@ -34,5 +34,12 @@ class RecordError(ValueError):
     is missing, truncated or corrupt; the message names the file and the stage that rewrites it."""
 
 
+def one_line(text: object, limit: int = 160) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become one space), cut to
+    ``limit`` characters: nested exception texts can be long and span lines."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 USER_ERRORS = (ParamsError, DataError, CheckpointError, TrackingError, ResumeError, RecordError,
                FileNotFoundError)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.data.errors import DataError
+from pipeline.errors import one_line
 from pipeline.data.sources import RawDataset, check_label_range
 
 SPLITS = ("train", "val", "test")
@@ -31,12 +32,6 @@ def _reprepare_hint(prepared_dir: Path) -> str:
     """The way out of a corrupt or inconsistent file in ``prepared_dir``."""
     return (f"re-run the prepare stage to rewrite {prepared_dir} (dvc repro prepare; if DVC "
             "finds nothing changed, delete the dir first)")
-
-
-def _one_line(text: object, limit: int = 160) -> str:
-    """An exception's text on one line, cut to ``limit`` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def _can_stratify(labels: np.ndarray, n_first: int, n_second: int) -> bool:
@@ -222,7 +217,7 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     try:  # truncated, not JSON, not UTF-8 (UnicodeDecodeError is a ValueError)
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {path} ({_one_line(exc)}); {hint}") from exc
+        raise DataError(f"cannot read {path} ({one_line(exc)}); {hint}") from exc
     if not isinstance(manifest, dict):
         raise DataError(f"{path} is not a JSON object; {hint}")
     for key in ("dataset", "classes", "num_classes", "image_shape", "counts"):
@@ -242,7 +237,7 @@ def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
     hint = _reprepare_hint(path.parent)
 
     def bad(key: str, expected: str, value: Any) -> DataError:
-        return DataError(f"{path}: {key} must be {expected}, got {_one_line(repr(value))}; {hint}")
+        return DataError(f"{path}: {key} must be {expected}, got {one_line(repr(value))}; {hint}")
 
     if not isinstance(manifest["dataset"], str) or not manifest["dataset"]:
         raise bad("dataset", "a dataset name", manifest["dataset"])
@@ -259,7 +254,7 @@ def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
     if not _is_count(num_classes, 1):
         raise bad("num_classes", "a positive integer", num_classes)
     if not isinstance(classes, list) or len(classes) != num_classes:
-        got = f"{len(classes)} names" if isinstance(classes, list) else _one_line(repr(classes))
+        got = f"{len(classes)} names" if isinstance(classes, list) else one_line(repr(classes))
         raise DataError(
             f"{path}: classes must be a list of num_classes={num_classes} names, got {got}; "
             f"{hint}"
@@ -292,8 +287,8 @@ def _open_array(path: Path, hint: str) -> np.ndarray:
         text = str(exc)
         why = ("truncated: shorter than the array its header describes"
                if "mmap length is greater than file size" in text else
-               f"truncated header: {_one_line(text)}" if text.startswith("EOF") else
-               _one_line(text))
+               f"truncated header: {one_line(text)}" if text.startswith("EOF") else
+               one_line(text))
         raise DataError(f"cannot read {path} ({why}); {hint}") from exc
     return array
 

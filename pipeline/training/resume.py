@@ -42,7 +42,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ..atomic import atomic_write_json
-from ..errors import ResumeError
+from ..errors import ResumeError, one_line
 from ..records import RUN
 
 log = logging.getLogger(__name__)
@@ -91,13 +91,6 @@ class Start:
         return self.ckpt_path is not None
 
 
-def _one_line(text: str, limit: int = 160) -> str:
-    """``text`` on one line (runs of whitespace, newlines included, become one space), cut to
-    ``limit`` characters: nested exception texts can be long and span lines."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-
-
 def _way_out(out_dir: Path) -> str:
     """What to do about an unreadable ``resume.json`` / ``last.ckpt`` in ``out_dir``."""
     keep = f" (move {out_dir / BEST} away first to keep it)" if (out_dir / BEST).exists() else ""
@@ -123,7 +116,7 @@ def read_state(out_dir: Path) -> dict[str, Any] | None:
             raise ValueError(f"tracking_uri is not a string: {state['tracking_uri']!r}")
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ResumeError(
-            f"{path} is unreadable ({_one_line(e)}), so the run in {out_dir} cannot be resumed; "
+            f"{path} is unreadable ({one_line(e)}), so the run in {out_dir} cannot be resumed; "
             f"{_way_out(out_dir)}"
         ) from e
     return state
@@ -135,7 +128,7 @@ def _load_error(e: BaseException) -> str:
     text = str(e)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0]
-    return f"{type(e).__name__}: {_one_line(text, 120)}"
+    return f"{type(e).__name__}: {one_line(text, 120)}"
 
 
 def check_checkpoint(path: Path) -> str | None:
@@ -155,7 +148,7 @@ def check_checkpoint(path: Path) -> str | None:
         if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
             return "truncated (its zip directory is missing)"
     except OSError as e:
-        return f"unreadable ({type(e).__name__}: {_one_line(e.strerror or e)})"
+        return f"unreadable ({type(e).__name__}: {one_line(e.strerror or e)})"
     try:
         if head.startswith(b"PK"):  # the zip format Lightning writes
             ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
