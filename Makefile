@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup lock repro quick fmnist test ui clean-quick
+.PHONY: setup lock repro quick study fmnist test ui clean-quick
 
 LOCK := requirements.lock
 # Fashion-MNIST on a bare machine: found, else the Debian package (root or sudo), else downloaded
@@ -34,6 +34,11 @@ quick: setup          ## the offline quick run (params.quick.yaml) in runs/quick
 	$(FASHION_MNIST) --raw runs/quick/data/raw
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.quick.yaml --dir runs/quick
+
+study: setup          ## the offline data-efficiency study (params.study.yaml): budgets x seeds, ~20 min (runs/study)
+	$(FASHION_MNIST) --raw runs/study/data/raw
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
+	  $(BIN)/python -m pipeline.workspace --params params.study.yaml --dir runs/study
 
 fmnist: setup         ## Fashion-MNIST from scratch, small-data recipe, ~30 min on a CPU (runs/fmnist)
 	$(FASHION_MNIST) --raw runs/fmnist/data/raw

@@ -107,7 +107,7 @@ def digits_params():
     scratch["model"] = {"variant": "custom", "img_size": 16, "patch_size": 4, "embed_dim": 64,
                         "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "dropout": 0.0,
                         "attn_dropout": 0.0, "drop_path": 0.1}
-    scratch["train"].update(epochs=2, batch_size=32, warmup_epochs=0.5)
+    scratch["train"].update(epochs=2, batch_size=32, warmup_epochs=0.5, min_steps=None)
     scratch["augment"].update(crop_padding=1)  # 8 px digits
     p["base"].update(dataset="digits", mlflow_experiment="gpu-check")
     p["base"]["trainer"].update(accelerator="cpu" if device().type == "cpu" else "gpu",

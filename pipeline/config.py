@@ -80,11 +80,30 @@ class TrainerParams(_Strict):
         return self
 
 
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's SeedSequence and Lightning's range
+Budget = PosInt | Literal["all"]  # labelled training images per class
+
+
+def _unique(values: list, what: str) -> list:
+    dupes = sorted({str(v) for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{what} must be unique; repeated: {dupes}")
+    return values
+
+
 class BaseParams(_Strict):
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's SeedSequence and Lightning's range
+    seed: Seed  # the validation split and pretraining (done once, whatever the seeds)
+    # every scratch and fine-tune variant is trained once per seed: its initialisation, data
+    # order, augmentation and (under a budget) which images are labelled
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
     dataset: Dataset
     mlflow_experiment: Annotated[str, Field(min_length=1)]
     trainer: TrainerParams
+
+    @model_validator(mode="after")
+    def _unique_seeds(self) -> BaseParams:
+        _unique(self.seeds, "base.seeds")
+        return self
 
 
 class PrepareParams(_Strict):
@@ -92,6 +111,14 @@ class PrepareParams(_Strict):
     download: bool
     max_train: PosInt | None  # cap train+val (tiny runs); null = all
     max_test: PosInt | None
+    # label budgets: labelled training images per class ("all": the whole train split); each
+    # variant is trained at every budget, on a stratified subset nested in the larger ones
+    budgets: Annotated[list[Budget], Field(min_length=1)] = ["all"]
+
+    @model_validator(mode="after")
+    def _unique_budgets(self) -> PrepareParams:
+        _unique(self.budgets, "prepare.budgets")
+        return self
 
 
 class ModelParams(_Strict):
@@ -159,6 +186,9 @@ class TrainParams(_Strict):
     # EMA of the weights (Lightning's EMAWeightAveraging), used for validation and saved in the
     # checkpoints; null = off
     ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    # a floor on optimizer steps: a small budget trains for more epochs, up to this many steps
+    # (epochs = max(epochs, ceil(min_steps / steps per epoch))); null: epochs alone
+    min_steps: PosInt | None = None
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainParams:

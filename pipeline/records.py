@@ -20,7 +20,7 @@ RUN = "run.json"
 HISTORY = "history.json"
 # run.json keys that evaluation needs, with their types
 RUN_KEYS = {"run_id": (str, type(None)), "model_file": str, "best_val_acc": (int, float),
-            "epochs": int, "train_seconds": (int, float)}
+            "epochs": int, "train_seconds": (int, float), "labelled": int}
 HISTORY_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr")
 
 
@@ -36,8 +36,8 @@ def read_json(path: Path, *, rerun: str) -> Any:
 
 
 def _rerun(model_dir: Path) -> str:
-    return (f"delete {model_dir} and re-run the stage that trains {model_dir.name!r} "
-            "(dvc repro), or train it again with PIPELINE_FRESH=1")
+    return (f"delete {model_dir} and re-run the stage that trains it (dvc repro), or train it "
+            "again with PIPELINE_FRESH=1")
 
 
 def read_run(model_dir: str | Path) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def read_run(model_dir: str | Path) -> dict[str, Any]:
     model_dir = Path(model_dir)
     path = model_dir / RUN
     if not path.is_file():
-        raise RecordError(f"no {path}: train the {model_dir.name!r} variant first (dvc repro)")
+        raise RecordError(f"no {path}: train that run first (dvc repro)")
     run = read_json(path, rerun=_rerun(model_dir))
     if not isinstance(run, dict):
         raise RecordError(f"{path} holds a {type(run).__name__}, not a run record; "

@@ -39,13 +39,14 @@ def make_tiny_params() -> dict:
     root = os.path.dirname(os.path.dirname(__file__))
     with open(os.path.join(root, "params.yaml")) as f:
         p = yaml.safe_load(f)
-    p["base"].update(dataset="digits", mlflow_experiment="tests")
+    p["base"].update(dataset="digits", mlflow_experiment="tests", seeds=[0])
+    p["prepare"]["budgets"] = ["all"]
     p["base"]["trainer"].update(accelerator="cpu", num_workers=0)
     p["prepare"].update(val_fraction=0.1)
     scratch, finetune = p["scratch"]["scratch_ti4"], p["finetune"]["finetune_b16"]
     for v in (scratch, finetune):
         v["model"] = dict(TINY_MODEL)
-        v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5)
+        v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5, min_steps=None)
     scratch["augment"].update(crop_padding=1)  # 8 px digits
     finetune.update(pretrained="tiny")
     pretrain = {"dataset": "digits", "val_fraction": 0.1, "max_train": 400,

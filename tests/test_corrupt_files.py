@@ -330,7 +330,7 @@ def _trained_variant(model_dir: Path, classes: list[str], *, seed: int) -> None:
     save_checkpoint(ImageClassifier(vit), model_dir / "model.safetensors", classes=classes)
     (model_dir / "run.json").write_text(json.dumps({
         "run_id": None, "model_file": "model.safetensors", "best_val_acc": 0.5, "epochs": 2,
-        "train_seconds": 1.0}))
+        "train_seconds": 1.0, "labelled": 144}))
     (model_dir / "history.json").write_text(json.dumps([
         {"epoch": 0, "train/loss": 2.0, "train/acc": 0.2, "val/loss": 2.1, "val/acc": 0.3,
          "lr": 0.001}]))
@@ -375,9 +375,9 @@ def test_evaluate_on_a_corrupt_model_file_prints_one_line_and_keeps_the_last_res
     is named in one line (exit 2), and the results of the last good evaluation stay as they
     were."""
     classes = read_manifest(digits_dir)["classes"]
-    for seed, variant in enumerate(("scratch", "finetune")):
-        _trained_variant(tmp_path / "models" / variant, classes, seed=seed)
-    bad = tmp_path / "models" / "finetune" / "model.safetensors"
+    for seed, variant in enumerate(("scratch", "finetune")):  # the one cell each of tiny_params
+        _trained_variant(tmp_path / "models" / variant / "all" / "seed0", classes, seed=seed)
+    bad = tmp_path / "models" / "finetune" / "all" / "seed0" / "model.safetensors"
     bad.write_bytes(bad.read_bytes()[:-100])  # a half-copied file
     results = tmp_path / "results"
     results.mkdir()
@@ -392,6 +392,6 @@ def test_evaluate_on_a_corrupt_model_file_prints_one_line_and_keeps_the_last_res
 
     assert res.returncode == 2, res.stderr
     [line] = res.stderr.strip().splitlines()
-    _one_line_naming(line, Path("models/finetune/model.safetensors"), "dvc repro")
+    _one_line_naming(line, Path("models/finetune/all/seed0/model.safetensors"), "dvc repro")
     assert [p.name for p in results.iterdir()] == ["metrics.json"]
     assert (results / "metrics.json").read_text() == '{"scratch": {"top1": 0.9}}\n'

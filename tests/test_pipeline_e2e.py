@@ -1,11 +1,13 @@
-"""End to end: ``dvc repro`` of the real dvc.yaml in a temporary workspace with tiny params.
+"""End to end: ``dvc repro`` of the real dvc.yaml in a temporary workspace with a tiny study.
 
 Digits (bundled with scikit-learn, offline) as the data set; the pretrained weights are a
 safetensors checkpoint written from a randomly initialised timm ViT (``pretrained.source: file``),
-standing in for the hub download. Three variants (two from scratch, one fine-tuned) expand through
-``foreach``. Asserts the metrics and report, the MLflow runs as children of one parent with their
-metrics, a no-op second ``dvc repro``, and that a fine-tuning param edit re-runs only that variant
-and evaluate, whose new parent run then holds all three variants.
+standing in for the hub download. Two variants (scratch, finetune) at two label budgets (3 images
+per class, and all) with two seeds: eight cells, each its own stage through DVC's ``matrix``.
+Asserts the metrics (every cell, and the study's aggregates with their intervals), the report and
+its curve, every cell's MLflow run under one parent, a no-op second ``dvc repro``, that a
+fine-tuning param edit re-runs only that variant's cells and evaluate, that adding a seed runs
+only the new cells and evaluate, and which stages a code edit re-runs.
 """
 
 import json
@@ -38,7 +40,13 @@ def _ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([\w@-]+)'", output)
 
 
-VARIANTS = ("scratch", "scratch_deep", "finetune")
+VARIANTS = ("scratch", "finetune")
+BUDGETS = ("3", "all")
+
+
+def _cells(variant: str, seeds=(0, 1)) -> list[str]:
+    stage = "train_scratch" if variant == "scratch" else "finetune"
+    return [f"{stage}@{variant}-{b}-{s}" for b in BUDGETS for s in seeds]
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +67,12 @@ def workspace(tmp_path_factory):
     scratch, finetune = p["scratch"]["scratch_ti4"], p["finetune"]["finetune_b16"]
     for v in (scratch, finetune):
         v["model"] = dict(model)
-        v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5)
+        v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5, min_steps=None)
     scratch["augment"]["crop_padding"] = 1
     finetune["pretrained"] = "ref"
-    deep = {**scratch, "model": {**model, "depth": 2}}
-    p["scratch"] = {"scratch": scratch, "scratch_deep": deep}
+    p["base"]["seeds"] = [0, 1]
+    p["prepare"]["budgets"] = [3, "all"]
+    p["scratch"] = {"scratch": scratch}
     p["finetune"] = {"finetune": finetune}
     p["evaluate"]["batch_size"] = 64
     (root / "params.tiny.yaml").write_text(yaml.safe_dump(p))
@@ -75,6 +84,9 @@ def workspace(tmp_path_factory):
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     status = _dvc(ws, "status")
     third = _dvc(ws, "repro")
+    p["base"]["seeds"] = [0, 1, 2]  # one more seed: only its cells (and evaluate) run
+    (ws / "params.yaml").write_text(yaml.safe_dump(p))
+    fourth = _dvc(ws, "repro")
     # what a code edit re-runs, as DVC sees it (dvc.yaml's deps; nothing is re-run here)
     edited = {}
     for name in ("pipeline/report/page.py", "pipeline/models/vit.py", "pipeline/config.py"):
@@ -84,32 +96,50 @@ def workspace(tmp_path_factory):
         edited[name] = _dvc(ws, "status")
         path.write_text(text)
     return dict(ws=ws, db=root / "mlflow.db", first=first, second=second, status=status,
-                third=third, edited=edited)
+                third=third, fourth=fourth, edited=edited)
 
 
-def test_first_repro_runs_every_stage_and_writes_metrics(workspace):
+def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
     ran = _ran(workspace["first"])
-    assert sorted(ran) == sorted(["prepare", "pretrained@ref", "train_scratch@scratch",
-                                  "train_scratch@scratch_deep", "finetune@finetune", "evaluate"])
+    assert sorted(ran) == sorted(["prepare", "pretrained@ref", *_cells("scratch"),
+                                  *_cells("finetune"), "evaluate"])
     assert ran[0] == "prepare" and ran[-1] == "evaluate"
-    assert ran.index("pretrained@ref") < ran.index("finetune@finetune")
+    assert all(ran.index("pretrained@ref") < ran.index(c) for c in _cells("finetune"))
     ws = workspace["ws"]
     metrics = json.loads((ws / "results" / "metrics.json").read_text())
-    assert list(metrics) == list(VARIANTS)
-    for variant, m in metrics.items():
+    # the metrics of the last evaluate (after the third seed was added)
+    cells = metrics["cells"]
+    assert sorted(cells) == sorted(f"{v}/{b}/seed{s}" for v in VARIANTS for b in BUDGETS
+                                   for s in (0, 1, 2))
+    for key, m in cells.items():
         assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
         assert m["test_images"] == 100 and m["num_params"] > 0 and m["images_per_s"] > 0
-        assert m["gflops"] > 0 and m["epochs"] == 2
-        rows = (ws / "results" / "confusion" / f"{variant}.csv").read_text().splitlines()
-        assert rows[0] == "actual,predicted" and len(rows) == 101
-        history = json.loads((ws / "models" / variant / "history.json").read_text())
-        assert [r["epoch"] for r in history] == [0, 1]
-        assert (ws / "results" / "report" / "curves" / f"{variant}.csv").is_file()
-    assert metrics["scratch_deep"]["num_params"] > metrics["scratch"]["num_params"]
+        assert m["labelled"] == (30 if m["budget"] == "3" else 270)  # 3 per class; 90% of 300
+        history = json.loads((ws / "models" / key / "history.json").read_text())
+        assert [r["epoch"] for r in history] == list(range(m["epochs"]))
+    study = metrics["study"]
+    assert study["seeds"] == [0, 1, 2] and study["budgets"] == list(BUDGETS)
+    for v in VARIANTS:
+        for b in BUDGETS:
+            agg = study["top1"][v][b]
+            tops = [cells[f"{v}/{b}/seed{s}"]["top1"] for s in (0, 1, 2)]
+            assert agg["method"] == "t" and agg["n"] == 3
+            assert agg["mean"] == pytest.approx(sum(tops) / 3)
+            assert agg["low"] <= agg["mean"] <= agg["high"]
+    for b in BUDGETS:
+        gain = study["gain"]["finetune-scratch"][b]
+        diffs = [cells[f"finetune/{b}/seed{s}"]["top1"] - cells[f"scratch/{b}/seed{s}"]["top1"]
+                 for s in (0, 1, 2)]
+        assert gain["mean"] == pytest.approx(sum(diffs) / 3) and gain["paired"]
     report = ws / "results" / "report"
-    assert all(f"| {v} |" in (report / "report.md").read_text() for v in VARIANTS)
+    for v in VARIANTS:
+        rows = (ws / "results" / "confusion" / f"{v}.csv").read_text().splitlines()
+        assert rows[0] == "actual,predicted" and len(rows) == 101
+    md = (report / "report.md").read_text()
+    assert all(f"| {v} |" in md for v in VARIANTS)
     html = (report / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') >= 7
+    assert html.count('src="data:image/png;base64,') >= 8
+    assert (report / "curve.csv").read_text().count("\n") == 1 + len(VARIANTS) * len(BUDGETS)
     # DVC draws what it can: the confusion matrices and the overlaid val accuracy curves
     shown = _dvc(ws, "plots", "show", "--json")
     assert "results/confusion/finetune.csv" in shown and "val accuracy per epoch" in shown
@@ -121,61 +151,75 @@ def _by_name(client, exp_id, group: str | None = None):
             if group is None or r.data.tags.get("pipeline.group") == group}
 
 
-def test_runs_are_children_of_one_parent_with_metrics(workspace):
+def test_every_cell_is_a_run_under_one_parent_with_metrics(workspace):
     client = mlflow.MlflowClient(f"sqlite:///{workspace['db']}")
     exp = client.get_experiment_by_name("e2e")
-    parents = client.search_runs([exp.experiment_id],
-                                 filter_string="tags.`pipeline.role` = 'parent'")
-    assert len(parents) == 2  # the first comparison, and the one after the finetune edit
-    first = min(parents, key=lambda r: r.info.start_time)
+    parents = sorted(client.search_runs([exp.experiment_id],
+                                        filter_string="tags.`pipeline.role` = 'parent'"),
+                     key=lambda r: r.info.start_time)
+    # the first study, the one after the finetune edit, the one with a third seed
+    assert len(parents) == 3
+    # training runs know nothing of comparisons: evaluate put every cell under the parent; after
+    # the finetune edit the 4 new finetune cells and the 4 reused scratch ones; after the third
+    # seed all 8 earlier cells and the 4 new ones
+    assert workspace["first"].count("goes under this comparison's parent") == 8
+    assert workspace["third"].count("goes under this comparison's parent") == 8
+    assert workspace["fourth"].count("goes under this comparison's parent") == 12
     children = client.search_runs(
-        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{first.info.run_id}'")
-    # training runs know nothing of comparisons: evaluate put the three under the parent, and
-    # after the finetune edit the new finetune run and the two reused scratch runs under the
-    # new parent
-    assert workspace["first"].count("goes under this comparison's parent") == 3
-    assert workspace["third"].count("goes under this comparison's parent") == 3
-    # the finetune edit re-trained only "finetune", whose old run stays with the first parent
-    assert {r.info.run_name for r in children} == {"finetune"}
-    latest = max(parents, key=lambda r: r.info.start_time)
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    # the finetune edit re-trained the finetune cells; their old runs stay with the first parent
+    assert sorted(r.info.run_name for r in children) == sorted(
+        f"finetune/{b}/seed{s}" for b in BUDGETS for s in (0, 1))
+    latest = parents[-1]
     children = client.search_runs(
         [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{latest.info.run_id}'")
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == set(VARIANTS)
+    assert set(by_name) == {f"{v}/{b}/seed{s}" for v in VARIANTS for b in BUDGETS
+                            for s in (0, 1, 2)}
     for name, run in by_name.items():
+        variant, budget, seed = name.split("/")
         assert run.info.status == "FINISHED"
         assert {"val/acc", "train/loss_epoch", "test/acc", "test/acc_top5", "test/ece",
                 "model/gflops"} <= set(run.data.metrics)
-        assert run.data.tags["stage"] == ("finetune" if name == "finetune" else "train_scratch")
+        assert run.data.tags["stage"] == ("finetune" if variant == "finetune" else "train_scratch")
+        assert (run.data.tags["variant"], run.data.tags["budget"], run.data.tags["seed"]) == (
+            variant, budget, seed.removeprefix("seed"))
         assert run.data.params["model.variant"] == "Ti/16"
-    assert "variant.freeze_epochs" in by_name["finetune"].data.params
-    # the test metrics are the logged model's too, measured on the test split's dataset
-    for run in by_name.values():
+    assert "variant.freeze_epochs" in by_name["finetune/all/seed0"].data.params
+    # the parent holds the study: the mean and interval per variant and budget, and the gain
+    for b in BUDGETS:
+        assert {f"top1_mean.{v}.{b}" for v in VARIANTS} <= set(latest.data.metrics)
+        assert {f"gain{w}.finetune-scratch.{b}" for w in ("", "_low", "_high")} <= set(
+            latest.data.metrics)
+    assert "report/report.html" in {a.path for a in client.list_artifacts(latest.info.run_id,
+                                                                          "report")}
+    # the figures' cell of each variant (largest budget, first seed) is logged as an MLflow
+    # model, its test metrics linked to it and to the test split's dataset, and registered
+    for v in VARIANTS:
+        run = by_name[f"{v}/all/seed0"]
         models = client.search_logged_models([exp.experiment_id], filter_string=(
-            f"source_run_id = '{run.info.run_id}'"))  # a reused run was evaluated twice
+            f"source_run_id = '{run.info.run_id}'"))  # a reused run was evaluated again
         accs = [{m.key: m for m in model.metrics}["test/acc"] for model in models]
         assert accs and all(a.dataset_name == "digits" for a in accs)
         assert run.data.metrics["test/acc"] in {a.value for a in accs}
-    assert {f"test/acc.{v}" for v in VARIANTS} <= set(latest.data.metrics)
-    assert "report/report.html" in {a.path for a in client.list_artifacts(latest.info.run_id,
-                                                                          "report")}
-    # evaluate registered each variant's model (pt2, served by `mlflow models serve`), from the
-    # run that trained it; the finetune edit registered a second finetune version
-    for name in VARIANTS:
-        version = client.get_model_version(f"vit-cifar10-{name}", "1")
-        assert client.get_run(version.run_id).info.run_name == name
-    assert client.get_model_version("vit-cifar10-finetune", "2").run_id == \
-        by_name["finetune"].info.run_id
+        version = client.get_model_version(f"vit-cifar10-{v}", "1")
+        assert client.get_run(version.run_id).info.run_name == f"{v}/all/seed0"
 
 
 def test_second_repro_does_nothing(workspace):
     assert _ran(workspace["second"]) == []
 
 
-def test_finetune_edit_reruns_only_finetune_and_evaluate(workspace):
-    assert "finetune@finetune" in workspace["status"]
+def test_finetune_edit_reruns_only_its_cells_and_evaluate(workspace):
+    assert all(c in workspace["status"] for c in _cells("finetune"))
     assert "train_scratch" not in workspace["status"] and "pretrained" not in workspace["status"]
-    assert _ran(workspace["third"]) == ["finetune@finetune", "evaluate"]
+    assert sorted(_ran(workspace["third"])) == sorted([*_cells("finetune"), "evaluate"])
+
+
+def test_a_new_seed_runs_only_its_cells_and_evaluate(workspace):
+    ran = _ran(workspace["fourth"])
+    assert sorted(ran) == sorted([*_cells("scratch", (2,)), *_cells("finetune", (2,)),
+                                  "evaluate"])
 
 
 def _stages_in(status: str) -> set[str]:
@@ -186,10 +230,9 @@ def _stages_in(status: str) -> set[str]:
 
 def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(workspace):
     edited = workspace["edited"]
+    cells = {*_cells("scratch", (0, 1, 2)), *_cells("finetune", (0, 1, 2))}
     assert _stages_in(edited["pipeline/report/page.py"]) == {"evaluate"}
     assert _stages_in(edited["pipeline/models/vit.py"]) == {
-        "pretrained@ref", "train_scratch@scratch", "train_scratch@scratch_deep",
-        "finetune@finetune", "evaluate"}  # not prepare: it does not build a model
+        "pretrained@ref", *cells, "evaluate"}  # not prepare: it does not build a model
     assert _stages_in(edited["pipeline/config.py"]) == {
-        "prepare", "pretrained@ref", "train_scratch@scratch", "train_scratch@scratch_deep",
-        "finetune@finetune", "evaluate"}
+        "prepare", "pretrained@ref", *cells, "evaluate"}

@@ -5,7 +5,8 @@ renders the numbers of each variant's ``ClassificationMetrics`` (and refuses met
 labels), which mistakes it shows, and the written report against its contract: every file, PNGs
 that decode and are not blank, one inlined image per figure, the table values, the
 finetune-minus-scratch sentence, gray and RGB images, a variant without history or throughput,
-100 classes, and no partial report on a failure.
+100 classes, and no partial report on a failure. The label-budget study (a ``Study`` from
+synthetic cells): its CSV numbers, markdown cells, figures' plotted data, and the page order.
 
 ``make_demo`` builds a realistic case (plausible logits, 20-epoch histories, rollout maps);
 ``python tests/test_report.py OUT_DIR`` writes its report for a look at the figures.
@@ -26,17 +27,25 @@ import pytest
 from PIL import Image
 
 from pipeline.evaluation.metrics import classification_metrics
+from pipeline.evaluation.study import Cell, summarise
 from pipeline.report import (
     VariantResult,
+    budget_positions,
     build_report,
+    curve_csv,
+    curve_figure,
     curves_csv,
+    gain_csv,
+    gain_figure,
     human_duration,
     markdown_report,
     misclassified_figure,
     most_confident_mistakes,
     pretraining_gain,
+    study_markdown,
 )
 from pipeline.report import page as page_mod
+from pipeline.report import png_bytes
 
 FIGURES = ["per_class_accuracy.png", "reliability.png", "curves.png", "acc_vs_params.png",
            "acc_vs_throughput.png", "misclassified.png"]
@@ -476,6 +485,210 @@ def test_a_failed_figure_writes_nothing(tmp_path, monkeypatch, no_rendering):
     with pytest.raises(RuntimeError, match="rendering failed"):
         _report(tmp_path, _tiny(8))
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+# ------------------------------------------------------------------- the label-budget study
+
+STUDY_TOP1 = {  # variant -> budget -> top-1 of seeds 0, 1, 2 (on 1000 test images)
+    "scratch_ti4": {"10": [0.312, 0.298, 0.335], "100": [0.541, 0.563, 0.522],
+                    "all": [0.701, 0.688, 0.712]},
+    "finetune_b16": {"10": [0.652, 0.701, 0.688], "100": [0.871, 0.880, 0.866],
+                     "all": [0.902, 0.911, 0.899]},
+}
+STUDY_LABELLED = {"10": 100, "100": 1000, "all": 1212}  # 10 classes
+
+
+def study_cells(seeds=(0, 1, 2), n_test: int = 1000, top1=STUDY_TOP1) -> list[Cell]:
+    rng = np.random.default_rng(0)
+    cells = []
+    for variant, per_budget in top1.items():
+        kind = variant.split("_")[0]
+        for budget, values in per_budget.items():
+            for seed, acc in zip(seeds, values):
+                correct = np.zeros(n_test, bool)
+                correct[rng.permutation(n_test)[:round(acc * n_test)]] = True
+                cells.append(Cell(variant, kind, budget, seed, STUDY_LABELLED[budget],
+                                  correct.mean(), correct))
+    return cells
+
+
+@pytest.fixture(scope="module")
+def study():
+    return summarise(study_cells())
+
+
+@pytest.fixture(scope="module")
+def one_seed_study():
+    return summarise(study_cells(seeds=(7,)))
+
+
+def test_study_fixture_is_what_it_says(study, one_seed_study):
+    assert study.budgets == ("10", "100", "all") and study.seeds == (0, 1, 2)
+    assert len(study.aggregates) == 6 and all(a.top1.method == "t" for a in study.aggregates)
+    assert [(g.finetune, g.scratch) for g in study.gains] == [("finetune_b16", "scratch_ti4")] * 3
+    assert all(a.top1.method == "bootstrap" for a in one_seed_study.aggregates)
+
+
+def _rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.mark.parametrize("which", ["study", "one_seed_study"])
+def test_study_csvs_hold_the_interval_fields(which, request):
+    st = request.getfixturevalue(which)
+    rows = _rows(curve_csv(st, 10))
+    assert list(rows[0]) == ["variant", "kind", "budget", "per_class", "labelled", "mean", "low",
+                             "high", "n", "method"]
+    assert len(rows) == len(st.aggregates)
+    for r, a in zip(rows, st.aggregates):
+        assert (r["variant"], r["kind"], r["budget"], int(r["labelled"])) == \
+            (a.variant, a.kind, a.budget, a.labelled)
+        assert float(r["per_class"]) == pytest.approx(a.labelled / 10)
+        for f in ("mean", "low", "high"):
+            assert float(r[f]) == pytest.approx(getattr(a.top1, f), rel=1e-7), f
+        assert (int(r["n"]), r["method"]) == (a.top1.n, a.top1.method)
+    gains = _rows(gain_csv(st, 10))
+    assert len(gains) == len(st.gains) == 3
+    for r, g in zip(gains, st.gains):
+        assert (r["finetune"], r["scratch"], r["budget"]) == (g.finetune, g.scratch, g.budget)
+        for f in ("mean", "low", "high"):
+            assert float(r[f]) == pytest.approx(getattr(g.diff, f), rel=1e-7), f
+        assert (int(r["n"]), r["method"]) == (g.diff.n, g.diff.method)
+        assert r["excludes_zero"] == str(g.diff.excludes_zero).lower()
+
+
+def test_study_markdown_cells(study):
+    md = study_markdown(study)
+    row = next(line for line in md.splitlines() if line.startswith("| scratch_ti4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["scratch_ti4", "scratch"]
+    for cell, b in zip(cells[2:], study.budgets):
+        iv = next(a.top1 for a in study.aggregates
+                  if (a.variant, a.budget) == ("scratch_ti4", b))
+        assert cell == f"{100 * iv.mean:.1f} ± {100 * iv.half_width:.1f}"
+    assert "| variant | kind | 10 per class | 100 per class | all labels |" in md
+    g = study.gains[0].diff  # budget 10: a large, clear gain
+    assert g.excludes_zero and g.mean > 0.3
+    assert (f"+{100 * g.mean:.1f} ± {100 * g.half_width:.1f} (95% CI {100 * g.low:.1f} to "
+            f"{100 * g.high:.1f}; excludes 0)") in md
+    sentence = md.splitlines()[-1]  # how the intervals were computed
+    assert "Student's t over 3 seeds" in sentence and "mean ± t·s/√n" in sentence
+    assert "bootstrap" not in sentence and "(b)" not in md
+
+
+def test_study_markdown_one_seed_says_bootstrap(one_seed_study):
+    md = study_markdown(one_seed_study)
+    assert "1 seed: bootstrap over test images" in md
+    assert "Student's t" not in md and "test-set noise only" in md
+    a = one_seed_study.aggregates[0].top1
+    assert f"| {100 * a.mean:.1f} ± {100 * a.half_width:.1f} |" in md
+
+
+def _line(fig, gid):
+    return next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == gid)
+
+
+def _collection(fig, gid):
+    return next(c for ax in fig.axes for c in ax.collections if c.get_gid() == gid)
+
+
+def test_curve_figure_plots_the_means_at_labelled_per_class(study):
+    fig = curve_figure(study, {"scratch_ti4": "red", "finetune_b16": "blue"}, num_classes=10)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert "95% interval: Student's t over 3 seeds" in ax.get_title()
+    for v, color in (("scratch_ti4", "red"), ("finetune_b16", "blue")):
+        aggs = [a for a in study.aggregates if a.variant == v]
+        x, y = _line(fig, f"mean:{v}").get_data()
+        np.testing.assert_allclose(x, [10.0, 100.0, 121.2])
+        np.testing.assert_allclose(y, [100 * a.top1.mean for a in aggs])
+        assert _line(fig, f"mean:{v}").get_color() == color
+        band = _collection(fig, f"band:{v}").get_paths()[0].vertices
+        assert band[:, 1].min() == pytest.approx(100 * min(a.top1.low for a in aggs))
+        assert band[:, 1].max() == pytest.approx(100 * max(a.top1.high for a in aggs))
+        segs = _collection(fig, f"errorbar:{v}").get_segments()
+        np.testing.assert_allclose([s[:, 1] for s in segs],
+                                   [[100 * a.top1.low, 100 * a.top1.high] for a in aggs])
+    ticks = ax.get_xticks()
+    np.testing.assert_allclose(ticks, list(budget_positions(study, 10).values()))
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[:2] == ["10", "100"] and labels[2].strip() == "all\n(1,212/10 ≈ 121)"
+
+
+def test_curve_figure_one_seed_and_one_budget(one_seed_study):
+    fig = curve_figure(one_seed_study, {}, num_classes=10)
+    assert "1 seed: bootstrap over test images" in fig.axes[0].get_title()
+    only = summarise([c for c in study_cells(seeds=(7,)) if c.budget == "100"])
+    fig = curve_figure(only, {}, num_classes=10)
+    x, y = _line(fig, "mean:finetune_b16").get_data()
+    assert list(x) == [100.0] and list(y) == pytest.approx([100 * only.aggregates[1].top1.mean])
+    assert len(_collection(fig, "errorbar:finetune_b16").get_segments()) == 1
+    assert not [c for c in fig.axes[0].collections if str(c.get_gid()).startswith("band:")]
+    png_bytes(fig)  # renders
+    gain = gain_figure(only, num_classes=10)
+    x, y = _line(gain, "gain:finetune_b16-scratch_ti4").get_data()
+    assert y == pytest.approx([100 * only.gains[0].diff.mean])
+
+
+def test_gain_figure_plots_the_gains_and_zero(study):
+    fig = gain_figure(study, num_classes=10)
+    ax = fig.axes[0]
+    x, y = _line(fig, "gain:finetune_b16-scratch_ti4").get_data()
+    np.testing.assert_allclose(x, [10.0, 100.0, 121.2])
+    np.testing.assert_allclose(y, [100 * g.diff.mean for g in study.gains])
+    assert any(list(ln.get_ydata()) == [0, 0] for ln in ax.lines)  # the line at 0
+    assert "paired Student's t over 3 seeds" in ax.get_title()
+
+
+def test_report_with_a_study_starts_with_it(tmp_path, study, monkeypatch):
+    rendered = []
+
+    def png(fig):
+        rendered.append(fig.axes[0].get_title())
+        return tiny_png()
+
+    monkeypatch.setattr(page_mod, "png_bytes", png)
+    d = _tiny(11)
+    _report(tmp_path, d, study=study)
+    assert rendered[0].startswith("Test accuracy against the label budget")
+    assert rendered[1].startswith("Pretraining gain")
+    page = (tmp_path / "report.html").read_text()
+    body = page.split("</h1>", 1)[1]
+    assert body.index('alt="curve.png"') < body.index('alt="gain.png"') \
+        < body.index("<caption>Test top-1") < body.index("<caption>Pretraining gain") \
+        < body.index("Per-variant results") < body.index('alt="per_class_accuracy.png"')
+    assert body.lstrip().startswith('<h2 id="study">')
+    assert page.count("data:image/png;base64,") == len(FIGURES) + len(d["variants"]) + 1 + 2
+    assert (tmp_path / "curve.csv").read_text() == curve_csv(study, len(d["classes"]))
+    assert (tmp_path / "gain.csv").read_text() == gain_csv(study, len(d["classes"]))
+    assert {"curve.png", "gain.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("| variant | kind | 10 per class") < md.index("| variant | kind | model |")
+    assert md.split("\n", 2)[2].startswith("## Test accuracy against the label budget")
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def test_report_with_a_study_fails_whole(tmp_path, study, monkeypatch, no_rendering):
+    """A failing study figure: nothing is written (everything is rendered first)."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("curve failed")
+
+    monkeypatch.setattr(page_mod, "study_figures", broken)
+    with pytest.raises(RuntimeError, match="curve failed"):
+        _report(tmp_path, _tiny(12), study=study)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def render_study_check(out: Path) -> None:
+    """The study figures (3 seeds, and 1 seed) as PNGs, for a look."""
+    out.mkdir(parents=True, exist_ok=True)
+    colors = {"scratch_ti4": "tab:blue", "finetune_b16": "tab:green"}
+    for tag, st in (("3seeds", summarise(study_cells())),
+                    ("1seed", summarise(study_cells(seeds=(7,)))),
+                    ("1budget", summarise([c for c in study_cells() if c.budget == "100"]))):
+        (out / f"curve_{tag}.png").write_bytes(png_bytes(curve_figure(st, colors,
+                                                                      num_classes=10)))
+        (out / f"gain_{tag}.png").write_bytes(png_bytes(gain_figure(st, num_classes=10)))
 
 
 if __name__ == "__main__":  # python tests/test_report.py OUT_DIR: the demo report

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from pipeline.data.budgets import budget_indices
 from pipeline.data.prepare import load_prepared, read_manifest
 from pipeline.data.transforms import (
     apply_transform,
@@ -122,6 +123,7 @@ class PreparedDataModule(L.LightningDataModule):
         seed: int = 0,
         randaugment: tuple[int, float] | None = None,
         erasing: float = 0.0,
+        budget: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -138,6 +140,8 @@ class PreparedDataModule(L.LightningDataModule):
         self.seed = seed
         self.randaugment = tuple(randaugment) if randaugment else None
         self.erasing = erasing
+        self.budget = budget  # labelled train images per class (None: all), chosen by seed
+        self.train_indices: np.ndarray | None = None  # the labelled subset, after setup
         self._manifest: dict[str, Any] | None = None
         self._datasets: dict[str, ArrayDataset] = {}
 
@@ -170,6 +174,11 @@ class PreparedDataModule(L.LightningDataModule):
             randaugment=self.randaugment, erasing=self.erasing,
         )
         eval_transform = build_eval_transform(self.image_shape)
+        if self.budget is not None:  # a stratified subset, nested in larger budgets' (seeded)
+            images, labels = splits["train"]
+            labels = np.asarray(labels)
+            self.train_indices = budget_indices(labels, [self.budget], self.seed)[self.budget]
+            splits["train"] = (images[self.train_indices], labels[self.train_indices])
         self._datasets = {
             split: ArrayDataset(
                 images, labels, train_transform if split == "train" else eval_transform

@@ -2,8 +2,20 @@
 
 ``build_report`` takes one :class:`VariantResult` per variant (its
 :class:`~pipeline.evaluation.metrics.ClassificationMetrics` on the test split, its training
-history and cost figures) and writes, under ``out_dir``:
+history and cost figures) and, optionally, the label-budget
+:class:`~pipeline.evaluation.study.Study` (every variant at every label budget and seed,
+aggregated over seeds into intervals by :func:`pipeline.evaluation.study.summarise`), and writes,
+under ``out_dir``:
 
+- with a study, first on the page: ``figures/curve.png`` (test top-1 against labelled images per
+  class, log x, "all" at its real mean per class; a line per variant with its 95% interval as band
+  and error bars, the title naming the interval: Student's t over n seeds, or for one seed a
+  bootstrap over the test images), ``figures/gain.png`` (fine-tuned minus scratch per budget with
+  its paired interval, a line at 0), the study's tables ("mean ± half-width" per variant and
+  budget; each gain with its 95% CI and whether it excludes 0) and how the intervals were
+  computed; ``report.md`` starts with the same tables; ``curve.csv``
+  (``variant,kind,budget,per_class,labelled,mean,low,high,n,method``) and ``gain.csv`` hold the
+  numbers, as fractions, for DVC plots;
 - ``figures/*.png``: per-class accuracy, a confusion matrix per variant, a reliability diagram,
   the training curves, accuracy against parameters and against throughput, the best variant's most
   confident mistakes and, when rollout maps are given, attention overlays;
@@ -15,8 +27,10 @@ history and cost figures) and writes, under ``out_dir``:
 Modules:
 
 - :mod:`.tables`: number formatting, the table of variants, the pretraining-gain sentence,
-  ``report.md`` and the CSV files;
-- :mod:`.figures`: every figure (matplotlib), rasterised in memory by ``png_bytes``;
+  the study's tables (:func:`study_rows`, :func:`study_markdown`), ``report.md`` and the CSV
+  files (:func:`curve_csv`, :func:`gain_csv` for the study);
+- :mod:`.figures`: every per-variant figure (matplotlib), rasterised in memory by ``png_bytes``;
+- :mod:`.study`: the study's figures, :func:`curve_figure` and :func:`gain_figure`;
 - :mod:`.page`: :class:`VariantResult`, the HTML page and :func:`build_report`.
 
 Design:
@@ -35,7 +49,8 @@ Design:
   removes a stage's outputs before it runs.
 - One colour per variant (in the order given) in every figure; markers tell scratch from
   finetune.
-- Imports only :mod:`pipeline.atomic`, :mod:`pipeline.evaluation.metrics`, numpy, torch and
+- Imports only :mod:`pipeline.atomic`, :mod:`pipeline.evaluation.metrics`,
+  :mod:`pipeline.evaluation.study` (and its :mod:`~pipeline.evaluation.stats`), numpy, torch and
   matplotlib.
 
     >>> v = VariantResult(name="finetune", kind="finetune", model="768d/12L/16p@224",
@@ -43,7 +58,7 @@ Design:
     ...                   images_per_s=380.0, metrics=classification_metrics(logits, y),
     ...                   history=history)
     >>> build_report(Path("results/report"), [v, ...], labels=y, images=x, classes=classes,
-    ...              dataset="cifar10")
+    ...              dataset="cifar10", study=summarise(cells))
 """
 
 from .figures import (
@@ -53,18 +68,28 @@ from .figures import (
     variant_colors,
 )
 from .page import VariantResult, build_report, html_report
+from .study import budget_positions, curve_figure, gain_figure
 from .tables import (
+    curve_csv,
     curves_csv,
+    gain_csv,
     human_duration,
     markdown_report,
     per_class_csv,
     pretraining_gain,
+    study_markdown,
+    study_rows,
 )
 
 __all__ = [
     "VariantResult",
+    "budget_positions",
     "build_report",
+    "curve_csv",
+    "curve_figure",
     "curves_csv",
+    "gain_csv",
+    "gain_figure",
     "html_report",
     "human_duration",
     "markdown_report",
@@ -73,5 +98,7 @@ __all__ = [
     "per_class_csv",
     "png_bytes",
     "pretraining_gain",
+    "study_markdown",
+    "study_rows",
     "variant_colors",
 ]

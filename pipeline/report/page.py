@@ -1,5 +1,6 @@
 """The report's HTML page and :func:`build_report`, which validates its inputs, renders every
-file in memory and then writes them atomically, ``report.html`` last."""
+file in memory and then writes them atomically, ``report.html`` last. With a label-budget
+:class:`~pipeline.evaluation.study.Study`, the page and ``report.md`` start with it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 
 from ..atomic import atomic_write, atomic_write_text
 from ..evaluation.metrics import ClassificationMetrics
+from ..evaluation.study import Study
 from .figures import (
     attention_figure,
     confusion_figure,
@@ -26,7 +28,19 @@ from .figures import (
     tradeoff_figure,
     variant_colors,
 )
-from .tables import curves_csv, markdown_report, per_class_csv, pretraining_gain, table
+from .study import study_figures
+from .tables import (
+    curve_csv,
+    curves_csv,
+    gain_csv,
+    markdown_report,
+    per_class_csv,
+    SINGLE_RUN_NOTE,
+    pretraining_gain,
+    study_rows,
+    study_sentence,
+    table,
+)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
@@ -59,12 +73,45 @@ figure { margin: 2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.95em; margin-top: 0.4em; }
 p.gain { font-size: 1.1em; }
+h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+caption { text-align: left; font-weight: bold; padding-bottom: 0.3em; }
 """
 
 
+def _figure_html(figures: Sequence[tuple[str, bytes, str]]) -> list[str]:
+    out = []
+    for name, png, caption in figures:
+        data = base64.b64encode(png).decode("ascii")
+        out += ["<figure>", f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">',
+                f"<figcaption>{html.escape(caption)}</figcaption>", "</figure>"]
+    return out
+
+
+def study_html(study: Study, figures: Sequence[tuple[str, bytes, str]]) -> list[str]:
+    """The study's section: its figures, then its tables and how the intervals were computed."""
+    e = html.escape
+    out = ['<h2 id="study">Test accuracy against the label budget</h2>',
+           f"<p>Seeds: {e(', '.join(map(str, study.seeds)))}. Budgets: labelled training "
+           "images per class.</p>", *_figure_html(figures)]
+    for title, header, rows in study_rows(study):
+        out += ["<table>", f"<caption>{e(title)}</caption>",
+                "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>",
+                "<tbody>"]
+        for row in rows:
+            out.append("<tr>" + "".join(
+                f"<td>{e(c)}</td>" if h in ("variant", "kind", "pair")
+                else f'<td class="num">{e(c)}</td>' for h, c in zip(header, row)) + "</tr>")
+        out += ["</tbody>", "</table>"]
+    out += [f"<p>{e(study_sentence(study))}</p>", "<h2>Per-variant results</h2>"]
+    return out
+
+
 def html_report(variants: Sequence[VariantResult], figures: Sequence[tuple[str, bytes, str]], *,
-                dataset: str, num_classes: int, num_images: int, n_bins: int) -> str:
-    """The page; ``figures``: (file name, PNG bytes, caption), inlined in that order."""
+                dataset: str, num_classes: int, num_images: int, n_bins: int,
+                study: Study | None = None,
+                study_pngs: Sequence[tuple[str, bytes, str]] = ()) -> str:
+    """The page; ``figures``: (file name, PNG bytes, caption), inlined in that order. With a
+    ``study``, its section (``study_pngs`` first) comes right after the title."""
     e = html.escape
     header, rows, marks = table(variants)
     numeric = set(range(3, len(header)))
@@ -73,6 +120,7 @@ def html_report(variants: Sequence[VariantResult], figures: Sequence[tuple[str, 
         f"<title>ViT from scratch vs pretrained: {e(dataset)}</title>",
         f"<style>{_CSS}</style>", "</head>", "<body>",
         f"<h1>ViT from scratch vs pretrained: {e(dataset)} test split</h1>",
+        *(study_html(study, study_pngs) if study is not None else []),
         f"<p>{num_images} test images, {num_classes} classes. Best accuracy highlighted. ECE: "
         f"expected calibration error over {n_bins} equal-width confidence bins.</p>",
         "<table>", "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>",
@@ -85,13 +133,10 @@ def html_report(variants: Sequence[VariantResult], figures: Sequence[tuple[str, 
             tds.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
         out.append("<tr>" + "".join(tds) + "</tr>")
     out += ["</tbody>", "</table>"]
-    gain = pretraining_gain(variants)
+    gain = pretraining_gain(variants) if study is None else SINGLE_RUN_NOTE
     if gain:
         out.append(f'<p class="gain">{e(gain)}</p>')
-    for name, png, caption in figures:
-        data = base64.b64encode(png).decode("ascii")
-        out += ["<figure>", f'<img src="data:image/png;base64,{data}" alt="{e(name)}">',
-                f"<figcaption>{e(caption)}</figcaption>", "</figure>"]
+    out += _figure_html(figures)
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
 
@@ -141,21 +186,29 @@ def _validate(variants: Sequence[VariantResult], labels: np.ndarray, images: np.
 
 def build_report(out_dir: Path, variants: Sequence[VariantResult], *, labels: np.ndarray,
                  images: np.ndarray, classes: Sequence[str], dataset: str,
-                 attention_index: np.ndarray | None = None, n_misclassified: int = 16) -> None:
+                 attention_index: np.ndarray | None = None, n_misclassified: int = 16,
+                 study: Study | None = None) -> None:
     """Write the report of ``variants`` (their metrics on the test split of ``labels`` and
-    ``images``) into ``out_dir``; see :mod:`pipeline.report`. ValueError on inconsistent inputs,
-    before anything is written."""
+    ``images``) into ``out_dir``; see :mod:`pipeline.report`. With a ``study`` (every variant at
+    every label budget and seed), the page and ``report.md`` start with its curve, gain and
+    tables, and ``curve.csv`` and ``gain.csv`` are written too. ValueError on inconsistent
+    inputs, before anything is written."""
     out_dir = Path(out_dir)
     labels, images = np.asarray(labels), np.asarray(images)
     if attention_index is not None:
         attention_index = np.asarray(attention_index, dtype=np.int64)
     classes = [str(c) for c in classes]
     _validate(variants, labels, images, classes, attention_index)
-    for d in (out_dir, out_dir / "figures", out_dir / "curves"):  # fail before the rendering
+    if study is not None and not study.aggregates:
+        raise ValueError("the study has no aggregates")
+    for d in (out_dir, out_dir / "figures", out_dir / "curves", out_dir / "study"):  # fail early
         d.mkdir(parents=True, exist_ok=True)
 
     n_bins = variants[0].metrics.n_bins
-    colors = variant_colors(len(variants))
+    names = list(dict.fromkeys([v.name for v in variants]
+                               + ([a.variant for a in study.aggregates] if study else [])))
+    all_colors = variant_colors(len(names))  # one colour per variant, in every figure
+    colors = all_colors[:len(variants)]
     best = max(variants, key=lambda v: v.metrics.top1)  # the first of equals
 
     # (file name, PNG bytes, caption): every figure is rendered before anything is written
@@ -163,6 +216,12 @@ def build_report(out_dir: Path, variants: Sequence[VariantResult], *, labels: np
 
     def add(name: str, fig: Figure, caption: str) -> None:
         figures.append((name, png_bytes(fig), caption))
+
+    lead: list[tuple[str, bytes, str]] = []  # the study's figures, at the top of the page
+    if study is not None:
+        for name, fig, caption in study_figures(study, dict(zip(names, all_colors)),
+                                                len(classes)):
+            lead.append((name, png_bytes(fig), caption))
 
     add("per_class_accuracy.png", per_class_figure(variants, classes, colors),
         "Test accuracy per class, one bar per variant.")
@@ -192,12 +251,21 @@ def build_report(out_dir: Path, variants: Sequence[VariantResult], *, labels: np
             "variant's prediction (✓ right, ✗ wrong).")
     common = dict(dataset=dataset, num_classes=len(classes), num_images=len(labels),
                   n_bins=n_bins)
-    markdown = markdown_report(variants, **common)
-    page = html_report(variants, figures, **common)
+    markdown = markdown_report(variants, **common, study=study)
+    page = html_report(variants, figures, **common, study=study, study_pngs=lead)
+    study_csvs = {} if study is None else {"curve.csv": curve_csv(study, len(classes)),
+                                            "gain.csv": gain_csv(study, len(classes))}
+    if study is not None:  # one file per variant: DVC plots draws one line per file
+        rows = curve_csv(study, len(classes)).splitlines()
+        for variant in dict.fromkeys(a.variant for a in study.aggregates):
+            mine = [r for r in rows[1:] if r.split(",", 1)[0] == variant]
+            study_csvs[f"study/{variant}.csv"] = "\n".join([rows[0], *mine]) + "\n"
 
     fig_dir = out_dir / "figures"
-    for name, png, _ in figures:
+    for name, png, _ in [*lead, *figures]:
         atomic_write(fig_dir / name, lambda tmp, png=png: tmp.write_bytes(png))
+    for name, text in study_csvs.items():
+        atomic_write_text(out_dir / name, text)
     atomic_write_text(out_dir / "per_class.csv", per_class_csv(variants, classes))
     for v in variants:
         atomic_write_text(out_dir / "curves" / f"{v.name}.csv", curves_csv(v.history))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import logging
 from pathlib import Path
@@ -50,6 +51,7 @@ from ..data import load_prepared
 from ..data.lineage import split_datasets
 from ..errors import RecordError, TrackingError
 from ..evaluation.metrics import ClassificationMetrics, classification_metrics
+from ..evaluation.study import Cell, Study, budget_order, summarise
 from ..explain import rollout
 from ..models.artifact import load_classifier
 from ..models.classifier import (
@@ -104,14 +106,15 @@ def pretraining_runs(params: Params, models_dir: Path) -> dict[str, str]:
     return runs
 
 
-def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict],
+def log_to_mlflow(params: Params, runs: dict[str, dict], records: dict[str, dict], study: Study,
                   report_dir: Path, confusion_dir: Path, data_dir: Path, models_dir: Path,
-                  model_ids: dict[str, str]) -> str | None:
-    """The comparison in MLflow: every variant's run (and our pretraining runs) under the
-    comparison's parent run, the test metrics in each variant's run, linked to its logged model
-    (``model_ids``: the model page shows them) and to the test split's dataset, and the report in
-    the parent. A failure is reported, not fatal: the results on disk are the record. Returns the
-    parent run id."""
+                  model_ids: dict[str, str], shown_cell: dict[str, str]) -> str | None:
+    """The comparison in MLflow: every cell's run (and our pretraining runs) under the
+    comparison's parent run, the test metrics in each cell's run, linked to its logged model
+    (``model_ids`` by cell: the model page shows them) and to the test split's dataset; the
+    study's aggregates (``top1_mean.<variant>.<budget>``, ``gain.<ft>-<scratch>.<budget>``, with
+    ``_low``/``_high``) and the report in the parent. A failure is reported, not fatal: the
+    results on disk are the record. Returns the parent run id."""
     try:
         from mlflow.tracking import MlflowClient
 
@@ -122,23 +125,35 @@ def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict
             raise TrackingError(f"no experiment {params.base.mlflow_experiment!r}")
         group = comparison_group(params)
         parent = comparison_parent(client, exp.experiment_id, group)
-        members = {name: r["run_id"] for name, r in runs.items()}
+        members = {key: r["run_id"] for key, r in runs.items() if r["run_id"]}
         members.update(pretraining_runs(params, models_dir))
-        for name, run_id in members.items():
+        for key, run_id in members.items():
             if client.get_run(run_id).data.tags.get(PARENT_TAG) != parent:
-                log.info("%s: run %s goes under this comparison's parent run %s", name, run_id,
+                log.info("%s: run %s goes under this comparison's parent run %s", key, run_id,
                          parent)
                 client.set_tag(run_id, PARENT_TAG, parent)
                 client.set_tag(run_id, GROUP_TAG, group.key)
-        for i, (name, m) in enumerate(metrics.items()):
-            run_id = runs[name]["run_id"]
-            client.set_tag(run_id, COLOR_TAG, COLORS[i % len(COLORS)])
-            for key, metric in METRICS.items():
-                client.log_metric(run_id, metric, float(m[key]), model_id=model_ids.get(name),
+        colors = {v: COLORS[i % len(COLORS)] for i, v in enumerate(params.variants)}
+        for key, m in records.items():
+            run_id = runs[key]["run_id"]
+            if not run_id:
+                continue
+            client.set_tag(run_id, COLOR_TAG, colors[m["variant"]])
+            for name, metric in METRICS.items():
+                client.log_metric(run_id, metric, float(m[name]), model_id=model_ids.get(key),
                                   dataset_name=test.name, dataset_digest=test.digest)
-            client.log_artifact(run_id, str(confusion_dir / f"{name}.csv"), "evaluation")
-        for name, m in metrics.items():  # the parent's own view of the comparison
-            client.log_metric(parent, f"test/acc.{name}", float(m["top1"]))
+        for variant, key in shown_cell.items():  # the cell the report's figures show
+            if runs[key]["run_id"]:
+                client.log_artifact(runs[key]["run_id"], str(confusion_dir / f"{variant}.csv"),
+                                    "evaluation")
+        for a in study.aggregates:  # the parent's own view of the study
+            for what, value in (("", a.top1.mean), ("_low", a.top1.low),
+                                ("_high", a.top1.high)):
+                client.log_metric(parent, f"top1_mean{what}.{a.variant}.{a.budget}", value)
+        for g in study.gains:
+            for what, value in (("", g.diff.mean), ("_low", g.diff.low), ("_high", g.diff.high)):
+                client.log_metric(parent, f"gain{what}.{g.finetune}-{g.scratch}.{g.budget}",
+                                  value)
         client.log_artifacts(parent, str(report_dir), "report")
         return parent
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose the results
@@ -146,7 +161,18 @@ def log_to_mlflow(params: Params, runs: dict[str, dict], metrics: dict[str, dict
         return None
 
 
-def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
+def cells_of(params: Params) -> list[tuple[str, str, int]]:
+    """Every (variant, budget, seed) cell of the study, in params order."""
+    budgets = sorted((str(b) for b in params.prepare.budgets), key=budget_order)
+    return [(v, b, s) for v in params.variants for b in budgets for s in params.base.seeds]
+
+
+def cell_key(variant: str, budget: str, seed: int) -> str:
+    """The cell's dir under models/ (and its key in metrics.json)."""
+    return f"{variant}/{budget}/seed{seed}"
+
+
+def run(params: Params, args: argparse.Namespace) -> dict:
     data_dir, out, models_dir = Path(args.data), Path(args.out), Path(args.models)
     manifest, splits = load_prepared(data_dir)
     images, labels = splits["test"]
@@ -154,55 +180,73 @@ def run(params: Params, args: argparse.Namespace) -> dict[str, dict]:
     classes = list(manifest["classes"])
     device = inference_device(params.base.trainer.accelerator)
     dtype = autocast_dtype(device, params.base.trainer.precision)
-    # every variant's files are read (and refused with one line) before any work
-    runs = {name: read_run(models_dir / name) for name in params.variants}
-    histories = {name: read_history(models_dir / name) for name in params.variants}
-    trained = {name: load_classifier(models_dir / name / runs[name]["model_file"])
-               for name in params.variants}
-    shown = attention_images(labels)
-    results: list[VariantResult] = []
-    for name, t in trained.items():
-        kind, _ = params.variant(name)
+    cells = cells_of(params)
+    keys = [cell_key(*c) for c in cells]
+    # every cell's files are read (and refused with one line) before any work
+    runs = {k: read_run(models_dir / k) for k in keys}
+    histories = {k: read_history(models_dir / k) for k in keys}
+    trained = {k: load_classifier(models_dir / k / runs[k]["model_file"]) for k in keys}
+    for k, t in trained.items():
         if t.classes != classes:
-            raise RecordError(f"{models_dir / name / runs[name]['model_file']} was trained on the "
+            raise RecordError(f"{models_dir / k / runs[k]['model_file']} was trained on the "
                               f"classes {t.classes}, the test split has {classes}; "
-                              f"re-run the stage that trains {name!r} (dvc repro)")
+                              f"re-run the stage that trains it (dvc repro)")
+    # each variant's figures (confusion, calibration, curves, attention) show one cell: its
+    # largest budget, first seed; the study's curve and tables show every cell
+    shown_cell = {v: cell_key(v, b, s) for v, b, s in reversed(cells)}
+    shown = attention_images(labels)
+    study_cells, records, results = [], {}, []
+    for (variant, budget, seed), k in zip(cells, keys):
+        kind, _ = params.variant(variant)
+        t = trained[k]
         logits, images_per_s = batched_logits(t.classifier, images,
                                               batch_size=params.evaluate.batch_size,
                                               device=device, dtype=dtype)
         m = classification_metrics(logits, labels)
-        with torch.no_grad(), autocast(device, dtype):
-            _, maps = rollout(t.classifier, torch.from_numpy(np.array(images[shown])).to(device))
+        study_cells.append(Cell(variant, kind, budget, seed, int(runs[k]["labelled"]), m.top1,
+                                m.predictions == labels))
         cfg = t.cfg
-        results.append(VariantResult(
-            name=name, kind=kind,
+        r = VariantResult(
+            name=variant, kind=kind,
             model=f"{cfg.embed_dim}d/{cfg.depth}L/{cfg.patch_size}p@{cfg.img_size}",
             num_params=sum(p.numel() for p in t.classifier.vit.parameters()),
             gflops=forward_gflops(t.classifier.vit),
-            train_seconds=float(runs[name]["train_seconds"]), images_per_s=images_per_s,
-            metrics=m, history=histories[name], attention=maps.cpu().numpy(),
-        ))
-        write_confusion_csv(out / "confusion" / f"{name}.csv", labels, m.predictions, classes)
-        log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", name, m.top1, m.top5,
+            train_seconds=float(runs[k]["train_seconds"]), images_per_s=images_per_s,
+            metrics=m, history=histories[k], attention=None)
+        records[k] = {"variant": variant, "budget": budget, "seed": seed,
+                      "labelled": int(runs[k]["labelled"]),
+                      **variant_record(r, m, runs[k], len(labels), device, classes)}
+        if shown_cell[variant] == k:
+            with torch.no_grad(), autocast(device, dtype):
+                _, maps = rollout(t.classifier,
+                                  torch.from_numpy(np.array(images[shown])).to(device))
+            results.append(dataclasses.replace(r, attention=maps.cpu().numpy()))
+            write_confusion_csv(out / "confusion" / f"{variant}.csv", labels, m.predictions,
+                                classes)
+        log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", k, m.top1, m.top5,
                  images_per_s)
+    study = summarise(study_cells)
     build_report(out / "report", results, labels=labels, images=np.asarray(images),
-                 classes=classes, dataset=manifest["dataset"], attention_index=shown)
-    metrics = {r.name: variant_record(r, r.metrics, runs[r.name], len(labels), device, classes)
-               for r in results}
+                 classes=classes, dataset=manifest["dataset"], attention_index=shown,
+                 study=study)
+    metrics = {"study": study.to_dict(), "cells": records}
     atomic_write_json(out / "metrics.json", metrics)
     model_ids: dict[str, str] = {}
+    shown_runs = {v: runs[k] for v, k in shown_cell.items()}
     try:
-        register(params, trained, runs, manifest, model_ids)
+        register(params, {v: trained[k] for v, k in shown_cell.items()}, shown_runs, manifest,
+                 model_ids)
     finally:  # the metrics, linked to the models logged so far
-        log_to_mlflow(params, runs, metrics, out / "report", out / "confusion", data_dir,
-                      models_dir, model_ids)
+        log_to_mlflow(params, runs, records, study, out / "report", out / "confusion",
+                      data_dir, models_dir, {shown_cell[v]: i for v, i in model_ids.items()},
+                      shown_cell)
     print((out / "report" / "report.md").read_text())
     return metrics
 
 
 def variant_record(r: VariantResult, m: ClassificationMetrics, run: dict, n_test: int,
                    device: torch.device, classes: list[str]) -> dict:
-    """One variant's entry of metrics.json (plain numbers, what ``dvc metrics diff`` compares)."""
+    """One cell's entry of metrics.json (plain numbers, what ``dvc metrics diff`` compares)."""
     summary = {k: v for k, v in m.summary(classes).items() if k != "per_class_acc"}
     return {"kind": r.kind, "model": r.model, **summary, "num_params": int(r.num_params),
             "gflops": float(r.gflops), "train_seconds": float(r.train_seconds),

@@ -28,6 +28,7 @@ import lightning as L
 
 from ..config import Params
 from ..data import read_manifest
+from ..data.budgets import parse_budget
 from ..data.prepare import MANIFEST
 from ..models.classifier import ImageClassifier
 from ..models.pretrained import load_pretrained
@@ -42,31 +43,41 @@ log = logging.getLogger("train")
 def run(params: Params, args: argparse.Namespace) -> TrainResult:
     data, out = Path(args.data), Path(args.out)
     kind, vp = params.variant(args.variant)
+    seed = params.base.seeds[0] if args.seed is None else args.seed
+    budget = parse_budget(args.budget)
     manifest = read_manifest(data)
-    L.seed_everything(params.base.seed)  # the same seed gives the same initial weights
+    L.seed_everything(seed)  # the cell's seed gives its initial weights (and data order, ...)
     vit = VisionTransformer(vp.model.vit_config(num_classes=manifest["num_classes"]))
     # what the run is made of; a change of any of it starts a new run instead of resuming
-    logged = {"base": params.base.model_dump(), "variant": vp.model_dump(),
+    # (not the list of seeds: adding one must not restart the cells already there)
+    logged = {"base": params.base.model_dump(exclude={"seeds"}), "variant": vp.model_dump(),
               "dataset": manifest["dataset"], "model.variant": vp.model.variant, "kind": kind,
+              "seed": seed, "budget": args.budget,
               "data.manifest_sha256": file_sha256(data / MANIFEST)}
     if kind == "finetune":  # any checkpoint layout, a model file of ours included
         weights = Path(args.pretrained or f"models/pretrained/{vp.pretrained}/model.safetensors")
         load_pretrained(vit, weights)
         logged["pretrained.sha256"] = file_sha256(weights)
+    cell = f"{args.variant}/{args.budget}/seed{seed}"  # the MLflow run's name
     result = fit(
-        name=args.variant, stage=f"{'train_scratch' if kind == 'scratch' else 'finetune'}",
+        name=cell, stage=f"{'train_scratch' if kind == 'scratch' else 'finetune'}",
         model=ImageClassifier(vit), params=vp, trainer_params=params.base.trainer,
-        experiment=params.base.mlflow_experiment, seed=params.base.seed, data_dir=data,
+        experiment=params.base.mlflow_experiment, seed=seed, data_dir=data, budget=budget,
         out_dir=out, logged_params=logged, fresh=True if args.fresh else None,
+        tags={"variant": args.variant, "seed": str(seed), "budget": args.budget},
     )
     if result.run_id is not None:  # global rank 0 (the other ranks have no run)
         log.info("%s: best val/acc %.4f in %.0f s (MLflow run %s)",
-                 args.variant, result.best_val_acc, result.train_seconds, result.run_id)
+                 cell, result.best_val_acc, result.train_seconds, result.run_id)
     return result
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("variant", help="a key of scratch or finetune in params.yaml")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the cell's seed (default: the first of base.seeds)")
+    parser.add_argument("--budget", default="all",
+                        help="labelled train images per class, or 'all' (default)")
     parser.add_argument("--data", default="data/prepared")
     parser.add_argument("--out", required=True, help="checkpoint dir, e.g. models/scratch_ti4")
     parser.add_argument("--pretrained", default=None,

@@ -66,6 +66,7 @@ class TrainResult:
     epochs: int
     train_seconds: float
     num_params: int
+    labelled: int = 0  # labelled training images (the budget's subset, or the whole split)
 
 
 def resolve_accelerator(accelerator: str) -> str:
@@ -83,6 +84,14 @@ def resolve_precision(trainer: TrainerParams) -> tuple[str, str | None]:
     if accel == "gpu" and want.startswith("bf16") and not torch.cuda.is_bf16_supported():
         return "16-mixed", f"this GPU has no bf16; running 16-mixed instead of {want}"
     return want, None
+
+
+def epochs_for(epochs: int, min_steps: int | None, steps_per_epoch: int) -> int:
+    """``epochs``, or more when that many epochs of ``steps_per_epoch`` optimizer steps fall short
+    of the ``min_steps`` floor (a small label budget: few steps per epoch)."""
+    if min_steps is None:
+        return epochs
+    return max(epochs, -(-min_steps // max(1, steps_per_epoch)))
 
 
 def batch_size_of(batch) -> int:
@@ -112,11 +121,15 @@ def fit(
     data_dir: Path,
     out_dir: Path,
     logged_params: dict,
+    budget: int | None = None,
+    tags: dict[str, str] | None = None,
     fresh: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` with the recipe ``params`` (a fine-tune variant's params bring its frozen
-    start) on the prepared data in ``data_dir``; checkpoints, the model file and run.json in
-    ``out_dir``.
+    start) on the prepared data in ``data_dir`` (its train split, or under ``budget`` a stratified
+    subset of that many images per class chosen by ``seed``); checkpoints, the model file and
+    run.json in ``out_dir``. ``tags`` go onto the MLflow run (the cell's variant, seed, budget).
+    A ``train.min_steps`` floor lengthens a small budget's run to that many optimizer steps.
 
     Resumes an interrupted run of the same params from ``out_dir/last.ckpt``; ``fresh`` (default:
     the ``PIPELINE_FRESH`` environment variable) starts afresh instead."""
@@ -133,6 +146,7 @@ def fit(
         randaugment=aug.randaugment_args,
         erasing=aug.erasing,
         seed=seed,
+        budget=budget,
     )
     dm.setup("fit")
     if dm.num_classes != model.cfg.num_classes:
@@ -151,8 +165,13 @@ def fit(
     if notice:
         log.warning(notice)
     num_params = sum(p.numel() for p in model.parameters())
+    # batches per epoch on each rank (the sampler splits the train set across ranks)
+    per_rank = max(1, len(dm.train_dataloader()) // world_size_hint(trainer_params))
+    epochs = epochs_for(tr.epochs, tr.min_steps, per_rank)
+    labelled = len(dm.dataset("train"))
     hparams = {**flatten(logged_params), "model.num_params": num_params,
-               "precision.resolved": precision}
+               "precision.resolved": precision, "data.labelled": labelled,
+               "train.epochs_run": epochs}
     start = decide(out_dir, fingerprint(hparams),
                    fresh=fresh_requested() if fresh is None else fresh)
     run_id = start.run_id
@@ -167,7 +186,8 @@ def fit(
     try:
         # the run is created (or reopened) and recorded in resume.json together, in setup
         resumable = Resumable(start, logger, hparams, uri,
-                              tags={"precision_notice": notice} if notice else {})
+                              tags={**(tags or {}),
+                                    **({"precision_notice": notice} if notice else {})})
         ckpt = ModelCheckpoint(
             dirpath=out_dir, filename="best", monitor="val/acc", mode="max",
             enable_version_counter=False,
@@ -175,11 +195,9 @@ def fit(
         # Every epoch, improved or not: Lightning 2.6's save_last=True rewrites last.ckpt only in
         # an epoch that also saved a top-k checkpoint, so a resume would lose the epochs since.
         last = ModelCheckpoint(dirpath=out_dir, filename="last", enable_version_counter=False)
-        # batches per epoch on each rank (the sampler splits the train set across ranks)
-        per_rank = max(1, len(dm.train_dataloader()) // world_size_hint(trainer_params))
         log_every = min(50, per_rank)
         trainer = L.Trainer(
-            max_epochs=tr.epochs,
+            max_epochs=epochs,
             accelerator=resolve_accelerator(trainer_params.accelerator),
             devices=trainer_params.devices,
             num_nodes=trainer_params.num_nodes,
@@ -217,6 +235,7 @@ def fit(
             best_ckpt=Path(ckpt.best_model_path).name,
             last_ckpt=Path(last.best_model_path).name,
             model_file=MODEL_FILE,
+            labelled=labelled,
             best_val_acc=float(ckpt.best_model_score),
             epochs=trainer.current_epoch,
             train_seconds=seconds,
