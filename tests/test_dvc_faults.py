@@ -38,7 +38,7 @@ pytestmark = pytest.mark.slow
 # The first repro runs prepare, then train_scratch. It is caught while train_scratch runs and
 # holds a read lock on data/prepared, so a second full repro is refused at its first stage
 # (prepare, which writes data/prepared).
-TRAINING = "train_scratch@scratch"
+TRAINING = "train_scratch@scratch-all-0"  # the one cell: tiny params, one seed, budget all
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
@@ -130,8 +130,9 @@ def test_first_repro_finishes_with_intact_outputs(concurrent):
     assert set(lock["stages"]) == {"prepare", TRAINING}
     manifest = json.loads((ws / "data" / "prepared" / "manifest.json").read_text())
     assert manifest["dataset"] == "digits"
-    run = json.loads((ws / "models" / "scratch" / "run.json").read_text())  # written last
-    assert 0.0 <= run["best_val_acc"] <= 1.0 and (ws / "models" / "scratch" / "best.ckpt").is_file()
+    cell = ws / "models" / "scratch" / "all" / "seed0"
+    run = json.loads((cell / "run.json").read_text())  # written last
+    assert 0.0 <= run["best_val_acc"] <= 1.0 and (cell / "best.ckpt").is_file()
     # neither run left a read or write lock behind
     rwlock = json.loads((ws / ".dvc" / "tmp" / "rwlock").read_text())
     assert not any(rwlock.values()), rwlock
@@ -164,7 +165,7 @@ def test_failed_stage_leaves_dvc_lock_unchanged(concurrent):
     good_params = params.read_bytes()
     lock_before = (ws / "dvc.lock").read_bytes()
     prepared_before = _digests(ws / "data" / "prepared")
-    scratch_before = _digests(ws / "models" / "scratch")
+    scratch_before = _digests(ws / "models" / "scratch" / "all" / "seed0")
     archive = ws / "data" / "raw" / "cifar10" / "cifar-10-python.tar.gz"
     archive.parent.mkdir(parents=True)
     partial = b"\x1f\x8b\x08\x00" + bytes(range(256)) * 64  # a gzip header, then the cut
@@ -184,7 +185,7 @@ def test_failed_stage_leaves_dvc_lock_unchanged(concurrent):
         res.stderr
     assert "failed to reproduce 'prepare'" in res.stderr and "Traceback" not in res.stderr
     assert (ws / "dvc.lock").read_bytes() == lock_before
-    assert _digests(ws / "models" / "scratch") == scratch_before
+    assert _digests(ws / "models" / "scratch" / "all" / "seed0") == scratch_before
     assert archive.read_bytes() == partial  # left in place for the user to look at
     assert sorted(p.name for p in (ws / "data").iterdir()) in (["raw"], ["prepared", "raw"])
 
@@ -209,7 +210,7 @@ def test_killed_repro_resumes_from_the_last_checkpoint(concurrent):
     p = yaml.safe_load(good_params)
     p["scratch"]["scratch"]["train"].update(epochs=6, batch_size=16)
     params.write_text(yaml.safe_dump(p))
-    out = ws / "models" / "scratch"
+    out = ws / "models" / "scratch" / "all" / "seed0"
     try:
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", TRAINING], cwd=ws,
                                 env=_env(ws.parent), stdout=subprocess.DEVNULL,
@@ -231,7 +232,7 @@ def test_killed_repro_resumes_from_the_last_checkpoint(concurrent):
     finally:
         params.write_bytes(good_params)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"resuming from models/scratch/last.ckpt in MLflow run {run_id}" in res.stderr, \
+    assert f"resuming from models/scratch/all/seed0/last.ckpt in MLflow run {run_id}" in res.stderr, \
         res.stderr
     assert json.loads((out / "run.json").read_text())["run_id"] == run_id
     run = client.get_run(run_id)

@@ -124,7 +124,7 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as m:
         m.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'one.db'}")
         args = SimpleNamespace(variant=VARIANT, data=str(data), out=str(root / "models/one"),
-                               pretrained=str(pretrained), fresh=False)
+                               pretrained=str(pretrained), fresh=False, seed=None, budget="all")
         train_stage.run(parse_params(_params(1, 16)), args)
     return SimpleNamespace(root=root, data=data, uri=uri, pretrained=pretrained,
                            ddp=root / "models/ddp", one=root / "models/one")

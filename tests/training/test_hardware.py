@@ -45,7 +45,7 @@ def test_compiled_training_saves_plain_keys_and_same_weights(tiny_params, digits
     def train(compile_: bool, out: str):
         tiny_params["base"]["trainer"]["compile"] = compile_
         args = SimpleNamespace(variant="scratch", data=str(digits_dir), out=str(tmp_path / out),
-                               pretrained=None, fresh=False)
+                               pretrained=None, fresh=False, seed=None, budget="all")
         train_stage.run(parse_params(tiny_params), args)
         return torch.load(tmp_path / out / "last.ckpt", weights_only=True)["state_dict"]
 
