@@ -193,7 +193,8 @@ def run(params: Params, args: argparse.Namespace) -> dict:
                               f"re-run the stage that trains it (dvc repro)")
     # each variant's figures (confusion, calibration, curves, attention) show one cell: its
     # largest budget, first seed; the study's curve and tables show every cell
-    shown_cell = {v: cell_key(v, b, s) for v, b, s in reversed(cells)}
+    largest = max((b for _, b, _ in cells), key=budget_order)
+    shown_cell = {v: cell_key(v, largest, params.base.seeds[0]) for v in params.variants}
     shown = attention_images(labels)
     study_cells, records, results = [], {}, []
     for (variant, budget, seed), k in zip(cells, keys):
