@@ -52,7 +52,7 @@ def run(params: Params, args: argparse.Namespace) -> TrainResult:
     # (not the list of seeds: adding one must not restart the cells already there)
     logged = {"base": params.base.model_dump(exclude={"seeds"}), "variant": vp.model_dump(),
               "dataset": manifest["dataset"], "model.variant": vp.model.variant, "kind": kind,
-              "seed": seed, "budget": args.budget,
+              "cell": {"seed": seed, "budget": args.budget},  # not "budget": the DataModule's
               "data.manifest_sha256": file_sha256(data / MANIFEST)}
     if kind == "finetune":  # any checkpoint layout, a model file of ours included
         weights = Path(args.pretrained or f"models/pretrained/{vp.pretrained}/model.safetensors")

@@ -136,7 +136,7 @@ def test_rank_zero_alone_logs_and_saves(runs):
     (exp,) = [e for e in client.search_experiments() if e.name == "tests"]
     found = client.search_runs([exp.experiment_id])
     # one run, of rank 0; training joins no comparison parent (the evaluate stage does that)
-    assert len(found) == 1 and found[0].info.run_name == VARIANT, \
+    assert len(found) == 1 and found[0].info.run_name == f"{VARIANT}/all/seed0", \
         [(r.info.run_name, r.data.tags) for r in found]
     run = found[0]
     assert run.info.status == "FINISHED"
