@@ -186,8 +186,9 @@ class TrainParams(_Strict):
     # EMA of the weights (Lightning's EMAWeightAveraging), used for validation and saved in the
     # checkpoints; null = off
     ema_decay: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
-    # a floor on optimizer steps: a small budget trains for more epochs, up to this many steps
-    # (epochs = max(epochs, ceil(min_steps / steps per epoch))); null: epochs alone
+    # a floor on optimizer steps: a small budget's epochs pass over its labelled images several
+    # times, enough for ceil(min_steps / epochs) steps each; the epochs (and warmup, the frozen
+    # start, validation, checkpoints) stay as set; null: one pass per epoch
     min_steps: PosInt | None = None
 
     @model_validator(mode="after")

@@ -70,6 +70,7 @@ def workspace(tmp_path_factory):
         v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5, min_steps=None)
     scratch["augment"]["crop_padding"] = 1
     finetune["pretrained"] = "ref"
+    finetune["train"]["min_steps"] = 4  # budget 3 (30 images < 64): 5 passes, 2 batches/epoch
     p["base"]["seeds"] = [0]  # then a second seed is added
     p["prepare"]["budgets"] = [3, "all"]
     p["scratch"] = {"scratch": scratch}
@@ -115,6 +116,12 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
         assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
         assert m["test_images"] == 100 and m["num_params"] > 0 and m["images_per_s"] > 0
         assert m["labelled"] == (30 if m["budget"] == "3" else 270)  # 3 per class; 90% of 300
+        # the min_steps floor (finetune only) lengthens the small budget's epochs, not their
+        # number: ceil(2 batches * 64 / 30) = 5 passes; 270 images give 4 batches on their own
+        small, floored = m["budget"] == "3", m["variant"] == "finetune"
+        assert m["epochs"] == 2
+        assert (m["passes"], m["steps"]) == ((5, 4) if small and floored else
+                                             (1, 2) if small else (1, 8))
         history = json.loads((ws / "models" / key / "history.json").read_text())
         assert [r["epoch"] for r in history] == list(range(m["epochs"]))
     study = metrics["study"]

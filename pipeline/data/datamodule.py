@@ -14,6 +14,7 @@ which a loader-level ``torch.Generator`` would give), and the number of workers 
 
 from __future__ import annotations
 
+import math
 import mmap
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipeline.data.budgets import budget_indices
+from pipeline.data.passes import drop_last, epoch_passes, rank_share
 from pipeline.data.prepare import load_prepared, read_manifest
 from pipeline.data.transforms import (
     apply_transform,
@@ -99,14 +101,32 @@ class EpochSampler(DistributedSampler):
 
     Being a ``DistributedSampler``, Lightning calls its ``set_epoch`` every epoch (also after a
     resume) and does not replace it under DDP, where it is built with the world size and rank.
+
+    With ``passes`` > 1 an epoch is that many passes over the dataset, each in its own shuffled
+    order, and an image gets a different augmentation in every pass (its seed is drawn from its
+    position in the epoch, ``pass * len(dataset) + index``). One pass is exactly
+    ``DistributedSampler``'s order and split, padded the same way under DDP.
     """
 
-    def __init__(self, dataset: Dataset, *, seed: int, num_replicas: int = 1, rank: int = 0):
+    def __init__(self, dataset: Dataset, *, seed: int, num_replicas: int = 1, rank: int = 0,
+                 passes: int = 1):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        self.passes = passes
+        self.num_samples = math.ceil(len(dataset) * passes / num_replicas)
+        self.total_size = self.num_samples * num_replicas
 
     def __iter__(self):
-        for index in super().__iter__():
-            yield index, sample_seed(self.seed, self.epoch, index)
+        n = len(self.dataset)
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = [p * n + i for p in range(self.passes)
+                 for i in torch.randperm(n, generator=g).tolist()]
+        pad = self.total_size - len(order)  # as DistributedSampler: repeat from the start
+        order += (order * math.ceil(pad / len(order)))[:pad] if pad > 0 else []
+        for position in order[self.rank:self.total_size:self.num_replicas]:
+            yield position % n, sample_seed(self.seed, self.epoch, position)
 
 
 class PreparedDataModule(L.LightningDataModule):
@@ -124,6 +144,7 @@ class PreparedDataModule(L.LightningDataModule):
         randaugment: tuple[int, float] | None = None,
         erasing: float = 0.0,
         budget: int | None = None,
+        min_batches: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -141,6 +162,9 @@ class PreparedDataModule(L.LightningDataModule):
         self.randaugment = tuple(randaugment) if randaugment else None
         self.erasing = erasing
         self.budget = budget  # labelled train images per class (None: all), chosen by seed
+        # at least this many train batches per epoch on each rank: a small labelled set is
+        # passed over several times per epoch (see passes)
+        self.min_batches = min_batches
         self.train_indices: np.ndarray | None = None  # the labelled subset, after setup
         self._manifest: dict[str, Any] | None = None
         self._datasets: dict[str, ArrayDataset] = {}
@@ -186,6 +210,11 @@ class PreparedDataModule(L.LightningDataModule):
             for split, (images, labels) in splits.items()
         }
 
+    def passes(self, world: int = 1) -> int:
+        """Passes over the labelled train set per epoch on ``world`` ranks: 1, or the fewest that
+        give every rank ``min_batches`` full batches (call :meth:`setup` first)."""
+        return epoch_passes(len(self.dataset("train")), self.batch_size, self.min_batches, world)
+
     def dataset(self, split: str) -> ArrayDataset:
         """The dataset of ``split`` ("train", "val" or "test"); call :meth:`setup` first."""
         if not self._datasets:
@@ -198,8 +227,10 @@ class PreparedDataModule(L.LightningDataModule):
         world = trainer.world_size if trainer else 1
         rank = trainer.global_rank if trainer else 0
         sampler = None
+        passes = self.passes(world) if shuffle else 1
         if shuffle:
-            sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank)
+            sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
+                                   passes=passes)
         elif world > 1:
             # Each sample exactly once across ranks (shares differ by at most one): Lightning's
             # default DistributedSampler pads with repeats, which would count them twice in
@@ -214,7 +245,7 @@ class PreparedDataModule(L.LightningDataModule):
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            drop_last=shuffle and len(dataset) > batch_size,
+            drop_last=shuffle and drop_last(rank_share(len(dataset), passes, world), batch_size),
             num_workers=self.num_workers,
             pin_memory=on_gpu,  # page-locked batches: Lightning copies them with non_blocking
             persistent_workers=self.num_workers > 0,

@@ -216,6 +216,8 @@ def run(params: Params, args: argparse.Namespace) -> dict:
             metrics=m, history=histories[k], attention=None)
         records[k] = {"variant": variant, "budget": budget, "seed": seed,
                       "labelled": int(runs[k]["labelled"]),
+                      "passes": int(runs[k].get("passes", 1)),
+                      "steps": int(runs[k].get("steps", 0)),
                       **variant_record(r, m, runs[k], len(labels), device, classes)}
         if shown_cell[variant] == k:
             with torch.no_grad(), autocast(device, dtype):

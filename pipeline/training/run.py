@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import (
 from ..atomic import atomic_write_json
 from ..config import StageParams, TrainerParams
 from ..data import PreparedDataModule
+from ..data.passes import batches_per_epoch, min_batches
 from ..models.artifact import MODEL_ARTIFACT, MODEL_FILE, save_checkpoint
 from ..models.classifier import ImageClassifier
 from ..models.vit import VisionTransformer
@@ -67,6 +68,8 @@ class TrainResult:
     train_seconds: float
     num_params: int
     labelled: int = 0  # labelled training images (the budget's subset, or the whole split)
+    passes: int = 1  # passes over them per epoch (more under a min_steps floor)
+    steps: int = 0  # optimizer steps taken
 
 
 def resolve_accelerator(accelerator: str) -> str:
@@ -84,14 +87,6 @@ def resolve_precision(trainer: TrainerParams) -> tuple[str, str | None]:
     if accel == "gpu" and want.startswith("bf16") and not torch.cuda.is_bf16_supported():
         return "16-mixed", f"this GPU has no bf16; running 16-mixed instead of {want}"
     return want, None
-
-
-def epochs_for(epochs: int, min_steps: int | None, steps_per_epoch: int) -> int:
-    """``epochs``, or more when that many epochs of ``steps_per_epoch`` optimizer steps fall short
-    of the ``min_steps`` floor (a small label budget: few steps per epoch)."""
-    if min_steps is None:
-        return epochs
-    return max(epochs, -(-min_steps // max(1, steps_per_epoch)))
 
 
 def batch_size_of(batch) -> int:
@@ -129,7 +124,9 @@ def fit(
     start) on the prepared data in ``data_dir`` (its train split, or under ``budget`` a stratified
     subset of that many images per class chosen by ``seed``); checkpoints, the model file and
     run.json in ``out_dir``. ``tags`` go onto the MLflow run (the cell's variant, seed, budget).
-    A ``train.min_steps`` floor lengthens a small budget's run to that many optimizer steps.
+    A ``train.min_steps`` floor lengthens a small budget's epochs, not their number: each epoch
+    passes over the labelled images as often as it takes to give ``min_steps / epochs`` optimizer
+    steps, so warmup, the frozen start, validation and checkpoints keep their place in the run.
 
     Resumes an interrupted run of the same params from ``out_dir/last.ckpt``; ``fresh`` (default:
     the ``PIPELINE_FRESH`` environment variable) starts afresh instead."""
@@ -147,6 +144,7 @@ def fit(
         erasing=aug.erasing,
         seed=seed,
         budget=budget,
+        min_batches=min_batches(tr.epochs, tr.min_steps),
     )
     dm.setup("fit")
     if dm.num_classes != model.cfg.num_classes:
@@ -166,12 +164,13 @@ def fit(
         log.warning(notice)
     num_params = sum(p.numel() for p in model.parameters())
     # batches per epoch on each rank (the sampler splits the train set across ranks)
-    per_rank = max(1, len(dm.train_dataloader()) // world_size_hint(trainer_params))
-    epochs = epochs_for(tr.epochs, tr.min_steps, per_rank)
+    world = world_size_hint(trainer_params)
     labelled = len(dm.dataset("train"))
+    passes = dm.passes(world)
+    per_rank = batches_per_epoch(labelled, passes, tr.batch_size, world)
     hparams = {**flatten(logged_params), "model.num_params": num_params,
                "precision.resolved": precision, "data.labelled": labelled,
-               "train.epochs_run": epochs}
+               "data.passes": passes}
     start = decide(out_dir, fingerprint(hparams),
                    fresh=fresh_requested() if fresh is None else fresh)
     run_id = start.run_id
@@ -197,7 +196,7 @@ def fit(
         last = ModelCheckpoint(dirpath=out_dir, filename="last", enable_version_counter=False)
         log_every = min(50, per_rank)
         trainer = L.Trainer(
-            max_epochs=epochs,
+            max_epochs=tr.epochs,
             accelerator=resolve_accelerator(trainer_params.accelerator),
             devices=trainer_params.devices,
             num_nodes=trainer_params.num_nodes,
@@ -236,6 +235,8 @@ def fit(
             last_ckpt=Path(last.best_model_path).name,
             model_file=MODEL_FILE,
             labelled=labelled,
+            passes=passes,
+            steps=trainer.global_step,
             best_val_acc=float(ckpt.best_model_score),
             epochs=trainer.current_epoch,
             train_seconds=seconds,

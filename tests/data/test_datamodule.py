@@ -227,3 +227,104 @@ def test_lightning_fit_and_predict(prepared, num_workers):
     assert trainer.global_step == 2
     predictions = trainer.predict(model, datamodule=dm)
     assert sum(len(p) for p in predictions) == 30
+
+
+class _Indexable:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@pytest.mark.parametrize("n,world", [(10, 1), (10, 3), (7, 2)])
+def test_one_pass_is_distributed_samplers_order_and_split(n, world):
+    """passes=1 changes nothing: the order, the DDP split and padding of ``DistributedSampler``,
+    and the per-image augmentation seeds of (seed, epoch, index)."""
+    from torch.utils.data import DistributedSampler
+
+    from pipeline.data.datamodule import EpochSampler, sample_seed
+
+    for rank in range(world):
+        ours = EpochSampler(_Indexable(n), seed=5, num_replicas=world, rank=rank)
+        ref = DistributedSampler(_Indexable(n), num_replicas=world, rank=rank, seed=5)
+        for epoch in (0, 3):
+            ours.set_epoch(epoch)
+            ref.set_epoch(epoch)
+            assert list(ours) == [(i, sample_seed(5, epoch, i)) for i in ref]
+            assert len(ours) == len(ref)
+
+
+def test_passes_repeat_every_image_with_new_orders_and_augmentations():
+    from pipeline.data.datamodule import EpochSampler
+
+    n, passes = 10, 3
+    sampler = EpochSampler(_Indexable(n), seed=0, passes=passes)
+    sampler.set_epoch(2)
+    drawn = list(sampler)
+    assert len(drawn) == len(sampler) == n * passes
+    indices = [i for i, _ in drawn]
+    assert all(indices.count(i) == passes for i in range(n))
+    assert sorted(indices[:n]) == list(range(n))  # each pass is a whole permutation
+    assert indices[:n] != indices[n:2 * n]  # in its own order
+    assert len({s for _, s in drawn}) == n * passes  # every repeat its own augmentation
+    # the first pass is exactly the one-pass epoch
+    one = EpochSampler(_Indexable(n), seed=0)
+    one.set_epoch(2)
+    assert drawn[:n] == list(one)
+    # under DDP the ranks split the epoch's positions (padded to equal shares), disjointly
+    shares = []
+    for rank in range(4):
+        s = EpochSampler(_Indexable(n), seed=0, num_replicas=4, rank=rank, passes=passes)
+        s.set_epoch(2)
+        shares.append(list(s))
+    assert [len(x) for x in shares] == [8] * 4  # ceil(30 / 4)
+    flat = [x for share in shares for x in share]
+    assert set(flat) == set(drawn) and len(flat) - len(set(flat)) == 2  # 2 padded repeats
+    with pytest.raises(ValueError, match="passes"):
+        EpochSampler(_Indexable(n), seed=0, passes=0)
+
+
+def test_budget_subset_with_min_batches(prepared):
+    """A label budget trains on its stratified subset; min_batches makes each epoch pass over it
+    as often as that many full batches need, on one rank or several."""
+    dm = PreparedDataModule(prepared["rgb"], batch_size=4, seed=1, budget=1, min_batches=5)
+    dm.setup()
+    train_labels = np.load(prepared["rgb"] / "train_labels.npy")
+    assert len(dm.dataset("train")) == 10  # one per class
+    assert sorted(train_labels[dm.train_indices].tolist()) == list(range(10))
+    assert dm.passes() == 2 and dm.passes(world=2) == 4  # ceil(5 * 4 * world / 10)
+    loader = dm.train_dataloader()
+    batches = _epoch(loader)
+    assert len(loader) == len(batches) == 5 and all(len(y) == 4 for _, y in batches)
+    labels = torch.cat([y for _, y in batches]).tolist()
+    assert all(labels.count(c) == 2 for c in range(10))  # each labelled image twice
+    plain = PreparedDataModule(prepared["rgb"], batch_size=4, seed=1, budget=1)
+    plain.setup()
+    assert plain.passes() == 1 and len(plain.train_dataloader()) == 2  # 10 // 4
+    # a larger set already has the batches: one pass
+    full = PreparedDataModule(prepared["rgb"], batch_size=4, min_batches=5)
+    full.setup()
+    assert full.passes() == 1 and len(full.train_dataloader()) == 12
+
+
+def test_every_rank_trains_when_its_share_is_under_a_batch(prepared):
+    """12 labelled images on 3 ranks with batch 8: each rank's share (4) is under a batch, so it
+    keeps its one short batch (dropping it, as a whole-set rule would, left ranks with nothing);
+    with min_batches the epoch passes over the set until every rank has full batches."""
+    from types import SimpleNamespace
+
+    out = []
+    for kw in ({}, {"min_batches": 2}):
+        sizes = []
+        for rank in range(3):
+            dm = PreparedDataModule(prepared["rgb"], batch_size=8, seed=0, **kw)
+            dm.setup()
+            ds = dm.dataset("train")
+            ds.images, ds.labels = ds.images[:12], ds.labels[:12]
+            dm.trainer = SimpleNamespace(world_size=3, global_rank=rank,
+                                         strategy=SimpleNamespace(root_device=torch.device("cpu")))
+            sizes.append([len(y) for _, y in dm.train_dataloader()])
+        out.append(sizes)
+    assert out[0] == [[4], [4], [4]]
+    assert out[1] == [[8, 8]] * 3  # passes = 4: 48 samples, 16 per rank
