@@ -36,10 +36,12 @@ def cell_cost(cfg, train, budget: int | None, per_class: int, classes: int, val:
               world: int = 1) -> dict:
     """One cell (a variant at a budget, one seed) as training would size it."""
     labelled = classes * (per_class if budget is None else min(budget, per_class))
-    passes = epoch_passes(labelled, train.batch_size, min_batches(train.epochs, train.min_steps),
-                          world)
-    steps = train.epochs * batches_per_epoch(labelled, passes, train.batch_size, world)
-    images = steps * train.batch_size * world
+    accumulate = train.accumulate_grad_batches
+    passes = epoch_passes(labelled, train.batch_size,
+                          min_batches(train.epochs, train.min_steps, accumulate), world)
+    batches = batches_per_epoch(labelled, passes, train.batch_size, world)
+    steps = train.epochs * math.ceil(batches / accumulate)  # optimizer steps
+    images = train.epochs * batches * train.batch_size * world
     per_image = train_flops_per_batch(cfg, 1)
     forward = per_image / 3  # forward only: the backward pass costs about twice the forward
     return {"labelled": labelled, "passes": passes, "steps": steps, "images": images,

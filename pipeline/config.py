@@ -190,6 +190,10 @@ class TrainParams(_Strict):
     # times, enough for ceil(min_steps / epochs) steps each; the epochs (and warmup, the frozen
     # start, validation, checkpoints) stay as set; null: one pass per epoch
     min_steps: PosInt | None = None
+    # gradient accumulation (Lightning's accumulate_grad_batches): one optimizer step per this
+    # many batches, for the paper's batch size on a smaller GPU (batch_size x this per step and
+    # device); the schedule (warmup, cosine, freeze_epochs) and min_steps count optimizer steps
+    accumulate_grad_batches: PosInt = 1
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainParams:
@@ -215,6 +219,11 @@ class AugmentParams(_Strict):
     mixup_alpha: NonNegFloat = 0.0
     cutmix_alpha: NonNegFloat = 0.0
     mix_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # fraction of batches mixed
+    # repeated augmentation (Hoffer et al. 2020; DeiT's RASampler, timm's --aug-repeats): each
+    # image drawn this many times in a row, each copy with its own augmentation (under DDP the
+    # copies land on different ranks); an epoch keeps its length, so it sees 1/repeats of the
+    # images; 1 = off
+    repeats: PosInt = 1
 
     @property
     def randaugment_args(self) -> tuple[int, float] | None:
@@ -226,10 +235,12 @@ class AugmentParams(_Strict):
 @dataclass(frozen=True)
 class BackboneSchedule:
     """Fine-tuning's frozen start: the backbone trains from ``freeze_epochs`` on, at
-    ``lr * lr_scale`` (scratch training: from epoch 0 at the full lr)."""
+    ``lr * lr_scale`` (scratch training: from epoch 0 at the full lr), times
+    ``layer_decay ** (depth + 1 - layer)`` per layer when set (layer-wise lr decay)."""
 
     freeze_epochs: int = 0
     lr_scale: float = 1.0
+    layer_decay: float | None = None
 
 
 class StageParams(_Strict):
@@ -245,9 +256,13 @@ class FinetuneParams(StageParams):
     pretrained: Name  # a key of the `pretrained` section: the weights this variant starts from
     freeze_epochs: NonNegInt  # backbone frozen (head only) for this many epochs
     backbone_lr_scale: Annotated[float, Field(gt=0.0, le=1.0)]
+    # layer-wise lr decay (BEiT, MAE): block i of `depth` at lr * decay^(depth - i), the patch and
+    # position embeddings one layer below block 0, the final norm and head at the full lr; times
+    # backbone_lr_scale for the backbone; null = off (0.65-0.75 is usual for B/16)
+    layer_decay: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
 
     def backbone(self) -> BackboneSchedule:
-        return BackboneSchedule(self.freeze_epochs, self.backbone_lr_scale)
+        return BackboneSchedule(self.freeze_epochs, self.backbone_lr_scale, self.layer_decay)
 
     @model_validator(mode="after")
     def _unfreezes(self) -> FinetuneParams:

@@ -93,6 +93,15 @@ def test_missing_key_is_an_error_not_a_silent_default():
          "scratch.scratch_ti4.train.ema_decay: Input should be less than 1"),
         (lambda d: d.update(scratch={}, finetune={}),
          "no variants: scratch and finetune are both empty"),
+        (lambda d: d["finetune"]["finetune_b16"].update(layer_decay=1.5),
+         "finetune.finetune_b16.layer_decay: Input should be less than or equal to 1; got 1.5"),
+        (lambda d: d["scratch"]["scratch_ti4"].update(layer_decay=0.7),
+         "scratch.scratch_ti4.layer_decay: unknown key (typo?); value 0.7"),
+        (lambda d: d["scratch"]["scratch_ti4"]["train"].update(accumulate_grad_batches=0),
+         "scratch.scratch_ti4.train.accumulate_grad_batches: Input should be greater than 0; "
+         "got 0"),
+        (lambda d: d["scratch"]["scratch_ti4"]["augment"].update(repeats=1.5),
+         "scratch.scratch_ti4.augment.repeats: Input should be a valid integer"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(mutate, expected):

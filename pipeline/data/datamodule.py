@@ -106,27 +106,38 @@ class EpochSampler(DistributedSampler):
     order, and an image gets a different augmentation in every pass (its seed is drawn from its
     position in the epoch, ``pass * len(dataset) + index``). One pass is exactly
     ``DistributedSampler``'s order and split, padded the same way under DDP.
+
+    With ``repeats`` > 1 (repeated augmentation: DeiT's ``RASampler``, timm's ``--aug-repeats``)
+    each drawn image comes ``repeats`` times in a row, every copy with its own augmentation seed;
+    the ranks take the stream in turn, so under DDP the copies of an image land on different
+    ranks in the same step, and on one device in the same batch. The epoch keeps its length: it
+    draws the first ``1 / repeats`` of its shuffled order. The ranks' shares stay disjoint
+    positions of one stream, and the stream stays a function of ``(seed, epoch)``.
     """
 
     def __init__(self, dataset: Dataset, *, seed: int, num_replicas: int = 1, rank: int = 0,
-                 passes: int = 1):
+                 passes: int = 1, repeats: int = 1):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        if passes < 1:
-            raise ValueError(f"passes must be >= 1, got {passes}")
+        if passes < 1 or repeats < 1:
+            raise ValueError(f"passes and repeats must be >= 1, got {passes} and {repeats}")
         self.passes = passes
+        self.repeats = repeats
         self.num_samples = math.ceil(len(dataset) * passes / num_replicas)
         self.total_size = self.num_samples * num_replicas
 
     def __iter__(self):
-        n = len(self.dataset)
+        n, r = len(self.dataset), self.repeats
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         order = [p * n + i for p in range(self.passes)
                  for i in torch.randperm(n, generator=g).tolist()]
+        # copy c of the image at position q: stream position q * r + c (r = 1: q itself)
+        order = [q * r + c for q in order[:math.ceil(len(order) / r)] for c in range(r)]
+        order = order[:n * self.passes]
         pad = self.total_size - len(order)  # as DistributedSampler: repeat from the start
         order += (order * math.ceil(pad / len(order)))[:pad] if pad > 0 else []
         for position in order[self.rank:self.total_size:self.num_replicas]:
-            yield position % n, sample_seed(self.seed, self.epoch, position)
+            yield (position // r) % n, sample_seed(self.seed, self.epoch, position)
 
 
 class PreparedDataModule(L.LightningDataModule):
@@ -145,6 +156,7 @@ class PreparedDataModule(L.LightningDataModule):
         erasing: float = 0.0,
         budget: int | None = None,
         min_batches: int | None = None,
+        repeats: int = 1,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -165,6 +177,7 @@ class PreparedDataModule(L.LightningDataModule):
         # at least this many train batches per epoch on each rank: a small labelled set is
         # passed over several times per epoch (see passes)
         self.min_batches = min_batches
+        self.repeats = repeats  # repeated augmentation (EpochSampler); 1: off
         self.train_indices: np.ndarray | None = None  # the labelled subset, after setup
         self._manifest: dict[str, Any] | None = None
         self._datasets: dict[str, ArrayDataset] = {}
@@ -230,7 +243,7 @@ class PreparedDataModule(L.LightningDataModule):
         passes = self.passes(world) if shuffle else 1
         if shuffle:
             sampler = EpochSampler(dataset, seed=self.seed, num_replicas=world, rank=rank,
-                                   passes=passes)
+                                   passes=passes, repeats=self.repeats)
         elif world > 1:
             # Each sample exactly once across ranks (shares differ by at most one): Lightning's
             # default DistributedSampler pads with repeats, which would count them twice in

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 
 
-def min_batches(epochs: int, min_steps: int | None) -> int | None:
+def min_batches(epochs: int, min_steps: int | None, accumulate: int = 1) -> int | None:
     """Train batches per epoch (per rank) that ``epochs`` epochs need for ``min_steps``
-    optimizer steps; None: no floor."""
-    return None if min_steps is None else math.ceil(min_steps / epochs)
+    optimizer steps of ``accumulate`` batches each; None: no floor."""
+    return None if min_steps is None else math.ceil(min_steps / epochs) * accumulate
 
 
 def epoch_passes(labelled: int, batch_size: int, min_batches: int | None, world: int = 1) -> int:

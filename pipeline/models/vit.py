@@ -197,6 +197,16 @@ class VisionTransformer(nn.Module):
     def head_parameters(self):
         return list(self.head.parameters())
 
+    def layer_index(self, name: str) -> int:
+        """The depth of parameter ``name`` for layer-wise lr decay, BEiT's numbering: 0 for what
+        comes before the blocks (patch and position embeddings, class token), ``i + 1`` for
+        ``blocks.i``, ``depth + 1`` for what comes after (the final norm, the head)."""
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        if name.startswith(("patch_embed.", "cls_token", "pos_embed")):
+            return 0
+        return self.cfg.depth + 1
+
 
 def build_vit(variant: str = "custom", **overrides) -> VisionTransformer:
     """The model of a named variant (``"B/16"``) or ``"custom"``; see :func:`variant_config`."""

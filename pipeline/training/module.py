@@ -10,7 +10,12 @@ issue 20340). Here every parameter is in the optimizer from the first step, in p
 say whether it belongs to the backbone. While frozen, the backbone groups' learning rate is 0 and
 their gradients are dropped after DDP's all-reduce and before the optimizer step, so the optimizer
 skips them (no update, no momentum, no weight decay). At ``freeze_epochs`` the backbone groups start
-their own warmup + cosine at ``lr * backbone_lr_scale``. Same behaviour on one device or many.
+their own warmup + cosine at ``lr * backbone_lr_scale`` (times their layer's decay under layer-wise
+lr decay, :func:`param_groups`). Same behaviour on one device or many.
+
+The schedule counts optimizer steps: under gradient accumulation (``train.accumulate_grad_batches``)
+Lightning's ``estimated_stepping_batches`` is in steps and the step-interval scheduler advances
+once per optimizer step, so warmup and the frozen start end at the same point of the data.
 """
 
 from __future__ import annotations
@@ -39,22 +44,36 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 def param_groups(
-    model: nn.Module, *, lr: float, weight_decay: float, backbone_lr_scale: float
+    model: nn.Module, *, lr: float, weight_decay: float, backbone_lr_scale: float,
+    layer_decay: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Four groups: {backbone, head} x {decay, no decay}; decay only on >=2-D weights (nanoGPT)."""
+    """{backbone, head} x {decay, no decay} groups; decay only on >=2-D weights (nanoGPT).
+
+    With ``layer_decay`` (layer-wise lr decay, BEiT/MAE) the backbone groups are also split per
+    layer (:meth:`~pipeline.models.vit.VisionTransformer.layer_index`), each group's own ``lr``
+    scaled by ``layer_decay ** (depth + 1 - layer)``: the last block's by ``layer_decay``, the
+    embeddings' by ``layer_decay ** (depth + 1)``, the final norm's and the head's by 1. The
+    scale lives in the group's ``lr``, which any scheduler multiplies (timm keeps it aside as
+    ``lr_scale``, which only timm's schedulers apply)."""
     head = {id(p) for p in model.head_parameters()}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for p in model.parameters():
+    top = model.cfg.depth + 1
+    groups: dict[tuple[bool, bool, int], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((id(p) in head, p.ndim >= 2), []).append(p)
+            layer = model.layer_index(name) if layer_decay is not None else top
+            groups.setdefault((id(p) in head, p.ndim >= 2, layer), []).append(p)
     out = []
-    for (is_head, decay), params in sorted(groups.items()):
+    for (is_head, decay, layer), params in sorted(groups.items()):
+        scale = 1.0 if is_head else backbone_lr_scale
+        if layer_decay is not None:
+            scale *= layer_decay ** (top - layer)
+        name = f"{'head' if is_head else 'backbone'}_{'decay' if decay else 'no_decay'}"
         out.append(
             {
                 "params": params,
-                "lr": lr if is_head else lr * backbone_lr_scale,
+                "lr": lr * scale,
                 "weight_decay": weight_decay if decay else 0.0,
-                "name": f"{'head' if is_head else 'backbone'}_{'decay' if decay else 'no_decay'}",
+                "name": name if layer_decay is None or is_head else f"{name}_layer{layer}",
                 "backbone": not is_head,
             }
         )
@@ -170,7 +189,8 @@ class ViTClassifier(L.LightningModule):
     def configure_optimizers(self):
         opt_p, schedule = self.params.train.optimizer, self.schedule
         groups = param_groups(self.model.vit, lr=opt_p.lr, weight_decay=opt_p.weight_decay,
-                              backbone_lr_scale=schedule.lr_scale)
+                              backbone_lr_scale=schedule.lr_scale,
+                              layer_decay=schedule.layer_decay)
         # One fused kernel for the whole update where torch has one (CUDA, CPU). Not with fp16's
         # loss scaler: a fused step unscales inside, so Lightning could not clip before it.
         can_fuse = self.device.type in ("cuda", "cpu") and self.trainer.precision != "16-mixed"

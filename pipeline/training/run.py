@@ -142,9 +142,11 @@ def fit(
         hflip=aug.hflip,
         randaugment=aug.randaugment_args,
         erasing=aug.erasing,
+        repeats=aug.repeats,
         seed=seed,
         budget=budget,
-        min_batches=min_batches(tr.epochs, tr.min_steps),
+        # min_steps counts optimizer steps: accumulate_grad_batches batches each
+        min_batches=min_batches(tr.epochs, tr.min_steps, tr.accumulate_grad_batches),
     )
     dm.setup("fit")
     if dm.num_classes != model.cfg.num_classes:
@@ -203,6 +205,7 @@ def fit(
             strategy=build_strategy(trainer_params.strategy),
             precision=precision,
             gradient_clip_val=tr.grad_clip,
+            accumulate_grad_batches=tr.accumulate_grad_batches,
             logger=logger,
             callbacks=[
                 EpochHistory(out_dir),  # before the checkpoints: its rows go into them

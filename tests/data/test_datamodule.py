@@ -285,6 +285,56 @@ def test_passes_repeat_every_image_with_new_orders_and_augmentations():
         EpochSampler(_Indexable(n), seed=0, passes=0)
 
 
+@pytest.mark.parametrize("passes", [1, 2])
+def test_repeats_draw_each_image_several_times_in_a_row_on_different_ranks(passes):
+    """Repeated augmentation: an epoch of the same length, its images in runs of 3 copies, each
+    copy with its own augmentation seed; on 3 ranks the copies of an image go to the 3 ranks at
+    the same step; the ranks' shares are disjoint positions of the one-device stream."""
+    from pipeline.data.datamodule import EpochSampler
+
+    n, r = 12, 3
+    one = EpochSampler(_Indexable(n), seed=1, passes=passes, repeats=r)
+    one.set_epoch(4)
+    drawn = list(one)
+    assert len(drawn) == len(one) == n * passes  # the epoch keeps its length
+    indices = [i for i, _ in drawn]
+    runs = [indices[k:k + r] for k in range(0, len(indices), r)]
+    assert all(len(set(run)) == 1 for run in runs)  # each image 3 times in a row
+    plain = EpochSampler(_Indexable(n), seed=1, passes=passes)
+    plain.set_epoch(4)
+    # the images of the plain order's first 1/r, in that order
+    assert [run[0] for run in runs] == [i for i, _ in plain][:n * passes // r]
+    assert len({s for _, s in drawn}) == len(drawn)  # every copy its own augmentation
+    shares = []
+    for rank in range(r):
+        s = EpochSampler(_Indexable(n), seed=1, num_replicas=r, rank=rank, passes=passes,
+                         repeats=r)
+        s.set_epoch(4)
+        shares.append(list(s))
+    assert all(len(x) == n * passes // r for x in shares)
+    assert sorted(x for share in shares for x in share) == sorted(drawn)  # disjoint, complete
+    for step in range(n * passes // r):  # the same image on every rank, each augmented anew
+        assert len({share[step][0] for share in shares}) == 1
+        assert len({share[step][1] for share in shares}) == r
+    again = EpochSampler(_Indexable(n), seed=1, passes=passes, repeats=r)
+    again.set_epoch(4)
+    assert list(again) == drawn  # a function of (seed, epoch): a resume sees the same stream
+    with pytest.raises(ValueError, match="repeats"):
+        EpochSampler(_Indexable(n), seed=0, repeats=0)
+
+
+def test_repeats_reach_the_train_loader(prepared):
+    dm = PreparedDataModule(prepared["rgb"], batch_size=6, seed=0, repeats=3, crop_padding=2,
+                            hflip=True)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    assert sum(len(y) for _, y in batches) == len(dm.dataset("train")) // 6 * 6
+    for images, labels in batches:  # runs of 3 copies of one image, augmented apart
+        assert all(len(set(labels[k:k + 3].tolist())) == 1 for k in range(0, 6, 3))
+    images = torch.cat([x for x, _ in batches])
+    assert any(not torch.equal(images[k], images[k + 1]) for k in range(0, len(images), 3))
+
+
 def test_budget_subset_with_min_batches(prepared):
     """A label budget trains on its stratified subset; min_batches makes each epoch pass over it
     as often as that many full batches need, on one rank or several."""

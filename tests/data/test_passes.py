@@ -24,6 +24,8 @@ def test_min_batches():
     assert min_batches(300, None) is None
     assert min_batches(300, 10_000) == 34  # ceil(10000 / 300)
     assert min_batches(10, 2_000) == 200
+    assert min_batches(10, 2_000, accumulate=4) == 800  # 200 optimizer steps of 4 batches
+    assert min_batches(300, 10_000, accumulate=2) == 68
 
 
 @pytest.mark.parametrize("labelled", [7, 30, 100, 1000])

@@ -8,7 +8,8 @@
    ddp``, launched the way ``dvc repro`` launches it (Lightning re-runs the command per rank):
    one MLflow run (joining no comparison parent) and one checkpoint set and model file (rank 0),
    validation metrics over every sample exactly once although the ranks' shares differ, and the
-   same weights as one process with the same global batch.
+   same weights as one process with the same global batch (with layer-wise lr decay, repeated
+   augmentation and gradient accumulation on).
 """
 
 import json
@@ -95,8 +96,12 @@ def _params(devices: int, batch_size: int) -> dict:
     p = make_tiny_params()
     p["base"]["trainer"].update(devices=devices, strategy="ddp" if devices > 1 else "auto")
     ft = p["finetune"][VARIANT]
-    ft["train"].update(batch_size=batch_size, epochs=2, warmup_epochs=0.5)
-    ft.update(freeze_epochs=1)
+    # with layer-wise lr decay, repeated augmentation (the ranks' copies of an image are the
+    # one device's consecutive ones) and gradient accumulation: the same global steps
+    ft["train"].update(batch_size=batch_size, epochs=2, warmup_epochs=0.5,
+                       accumulate_grad_batches=2)
+    ft["augment"].update(repeats=2)
+    ft.update(freeze_epochs=1, layer_decay=0.7)
     p["pretrained"]["tiny"] = {"source": "file", "path": "pre.safetensors"}
     return p
 
@@ -143,8 +148,9 @@ def test_rank_zero_alone_logs_and_saves(runs):
     assert PARENT_TAG not in run.data.tags
     assert [a.path for a in client.list_artifacts(run.info.run_id, "trained")] == \
         ["trained/model.safetensors"]
-    # one value per epoch, not one per rank
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [7, 15]
+    # one value per epoch, not one per rank, at optimizer steps (8 batches a rank and epoch,
+    # accumulated 2 by 2)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [3, 7]
     run_json = json.loads((runs.ddp / "run.json").read_text())
     assert run_json["run_id"] == run.info.run_id and run_json["epochs"] == 2
     # ThroughputMonitor: the global rate counts both ranks

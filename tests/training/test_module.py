@@ -15,18 +15,21 @@ MODEL_8PX = {"variant": "custom", "img_size": 8, "patch_size": 4, "embed_dim": 1
 
 
 def _params(optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=1.0, epochs=1,
-            freeze_epochs=None, backbone_lr_scale=1.0) -> StageParams:
+            freeze_epochs=None, backbone_lr_scale=1.0, layer_decay=None, accumulate=1,
+            depth=1) -> StageParams:
     """A recipe with no label smoothing and no Mixup/CutMix (the LightningModule's old defaults);
     ``freeze_epochs`` set: a fine-tune recipe with that frozen start."""
-    data = {"model": dict(MODEL_8PX),
+    data = {"model": {**MODEL_8PX, "depth": depth},
             "train": {"epochs": epochs, "batch_size": 16, "warmup_epochs": warmup_epochs,
-                      "optimizer": {"name": optimizer, "lr": lr, "weight_decay": weight_decay}},
+                      "optimizer": {"name": optimizer, "lr": lr, "weight_decay": weight_decay},
+                      "accumulate_grad_batches": accumulate},
             "augment": {"crop_padding": 0, "hflip": False}}
     if freeze_epochs is None:
         return StageParams.model_validate(data)
     return FinetuneParams.model_validate({**data, "pretrained": "tiny",
                                           "freeze_epochs": freeze_epochs,
-                                          "backbone_lr_scale": backbone_lr_scale})
+                                          "backbone_lr_scale": backbone_lr_scale,
+                                          "layer_decay": layer_decay})
 
 
 def _classifier(params: StageParams) -> ImageClassifier:
@@ -51,6 +54,74 @@ def test_weight_decay_only_on_matrices_and_backbone_lr_scaled():
     assert groups["backbone_no_decay"]["weight_decay"] == 0.0
     assert groups["backbone_decay"]["lr"] == 0.25 and groups["head_decay"]["lr"] == 1.0
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
+
+
+def test_layer_decay_scales_each_layer_from_the_head_down():
+    model = build_vit("Ti/4", img_size=16, num_classes=3, depth=3)
+    groups = param_groups(model, lr=2.0, weight_decay=0.1, backbone_lr_scale=0.5,
+                          layer_decay=0.7)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert len(lr_of) == len(list(model.parameters()))  # every parameter, once
+    for name, p in model.named_parameters():  # by hand: BEiT's numbering, depth 3
+        if name.startswith("head."):
+            want = 2.0
+        elif name.startswith("blocks."):
+            want = 2.0 * 0.5 * 0.7 ** (3 - int(name.split(".")[1]))  # block 2: one decay
+        elif name.startswith("norm."):
+            want = 2.0 * 0.5  # the final norm sits with the head
+        else:
+            assert name.split(".")[0] in ("cls_token", "pos_embed", "patch_embed"), name
+            want = 2.0 * 0.5 * 0.7 ** 4  # below block 0
+        assert lr_of[id(p)] == pytest.approx(want), name
+    names = [g["name"] for g in groups]
+    assert len(names) == len(set(names)) and "backbone_decay_layer2" in names
+    assert all(g["weight_decay"] == (0.1 if "_decay" in g["name"] and "no_decay" not in g["name"]
+                                     else 0.0) for g in groups)
+
+
+class _LrLog(L.Callback):
+    """Every param group's lr (by name) and the global step at every optimizer step."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.steps.append((trainer.global_step,
+                           {g["name"]: g["lr"] for g in optimizer.param_groups}))
+
+
+def test_layer_decay_composes_with_the_frozen_start_and_accumulation():
+    """64 images in batches of 16, 2 batches per optimizer step: 2 steps an epoch, 3 epochs.
+    Every group's lr at every step against the schedule computed by hand."""
+    torch.manual_seed(0)
+    params = _params("sgd", lr=0.1, weight_decay=0.0, warmup_epochs=1, epochs=3,
+                     freeze_epochs=1, backbone_lr_scale=0.5, layer_decay=0.6, accumulate=2,
+                     depth=2)
+    module = ViTClassifier(_classifier(params), params)
+    log = _LrLog()
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[log],
+                        limit_val_batches=0, accumulate_grad_batches=2)
+    trainer.fit(module, datamodule=_Data())
+    assert [s for s, _ in log.steps] == list(range(6))  # optimizer steps, not batches
+    total, warmup, frozen = 6, 2, 2
+
+    def hand(name: str, step: int) -> float:
+        if name.startswith("head"):
+            return 0.1 * warmup_cosine(step, warmup, total)
+        layer = int(name.rsplit("layer", 1)[1])
+        scale = 0.5 * 0.6 ** (2 + 1 - layer)
+        if step < frozen:
+            return 0.0
+        return 0.1 * scale * warmup_cosine(step - frozen, warmup, total - frozen)
+
+    for step, lrs in log.steps:
+        assert set(lrs) >= {"head_decay", "backbone_decay_layer0", "backbone_decay_layer1",
+                            "backbone_decay_layer2", "backbone_no_decay_layer3"}
+        for name, lr in lrs.items():
+            assert lr == pytest.approx(hand(name, step), rel=1e-12, abs=1e-15), (name, step)
+    # and by hand for one: step 3 (the 2nd unfrozen step, end of its warmup), block 0
+    assert log.steps[3][1]["backbone_decay_layer1"] == pytest.approx(0.1 * 0.5 * 0.6 ** 2)
 
 
 def test_device_preprocess_expands_gray_resizes_and_normalises():

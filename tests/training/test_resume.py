@@ -26,17 +26,19 @@ NOISY = {"dropout": 0.1, "drop_path": 0.1}
 EPOCHS = 3
 
 
-def _params(tiny_params, freeze_epochs=0, **train):
+def _params(tiny_params, freeze_epochs=0, layer_decay=None, repeats=1, **train):
     """The scratch recipe; with ``freeze_epochs``, as a fine-tune recipe: that frozen start, then
-    the backbone at half the lr."""
+    the backbone at half the lr (and ``layer_decay`` per layer)."""
     p = parse_params(tiny_params)
     sp = p.scratch["scratch"]
     sp = sp.model_copy(update={
         "model": sp.model.model_copy(update=NOISY),
+        "augment": sp.augment.model_copy(update={"repeats": repeats}),
         "train": sp.train.model_copy(update={"epochs": EPOCHS, "batch_size": 32, **train})})
     if freeze_epochs:
         sp = FinetuneParams(**{**sp.model_dump(), "pretrained": "tiny",
-                               "freeze_epochs": freeze_epochs, "backbone_lr_scale": 0.5})
+                               "freeze_epochs": freeze_epochs, "backbone_lr_scale": 0.5,
+                               "layer_decay": layer_decay})
     return p, sp
 
 
@@ -86,13 +88,13 @@ def reference(tmp_path_factory, digits_dir):
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     try:
-        for freeze, ema in CASES:
-            out = root / f"freeze{freeze}-ema{ema}"
-            result = _fit(make_tiny_params(), digits_dir, out, freeze_epochs=freeze, ema_decay=ema)
+        for case, (_, kw) in CASES.items():
+            out = root / case
+            result = _fit(make_tiny_params(), digits_dir, out, **kw)
             _check_history(out, EPOCHS)
-            results[freeze, ema] = (_weights(out / "last.ckpt"), result.best_val_acc,
-                               _history(result.run_id, "val/acc"),
-                               _history(result.run_id, "val/loss"))
+            results[case] = (_weights(out / "last.ckpt"), result.best_val_acc,
+                             _history(result.run_id, "val/acc"),
+                             _history(result.run_id, "val/loss"))
     finally:
         mp.undo()
     return results
@@ -106,34 +108,44 @@ def _check_history(out, epochs):
     return rows
 
 
-# (freeze_epochs, ema_decay); the tiny params are the scratch recipe: RandAugment, random
-# erasing, Mixup/CutMix and label smoothing are on in every case
-CASES = [(0, None), (2, None), (0, 0.9)]
+# case: (the epoch killed, fit's kwargs); the tiny params are the scratch recipe: RandAugment,
+# random erasing, Mixup/CutMix and label smoothing are on in every case. "unfrozen": killed in
+# epoch 2 of a run frozen for 1, so it resumes from a checkpoint taken after the backbone was
+# unfrozen (Lightning's BaseFinetuning re-freezes there, Lightning issue 21901; ours must not),
+# with layer-wise lr decay, repeated augmentation and gradient accumulation on
+CASES = {
+    "scratch": (1, {"freeze_epochs": 0, "ema_decay": None}),
+    "frozen-2": (1, {"freeze_epochs": 2, "ema_decay": None}),
+    "ema": (1, {"freeze_epochs": 0, "ema_decay": 0.9}),
+    "unfrozen": (2, {"freeze_epochs": 1, "ema_decay": None, "layer_decay": 0.7, "repeats": 2,
+                     "accumulate_grad_batches": 2}),
+}
 
 
-@pytest.mark.parametrize("freeze_epochs,ema_decay", CASES, ids=["scratch", "frozen-2", "ema"])
+@pytest.mark.parametrize("case", list(CASES))
 def test_sigterm_then_resume_matches_an_uninterrupted_run(
-        tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer, reference, freeze_epochs,
-        ema_decay):
-    out, stop_epoch = tmp_path / "ckpt", 1
+        tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer, reference, case):
+    out = tmp_path / "ckpt"
+    stop_epoch, kw = CASES[case]
+    ema_decay = kw["ema_decay"]
     run_id = _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer, stop_epoch,
-                        freeze_epochs=freeze_epochs, ema_decay=ema_decay)
+                        **kw)
     client = mlflow.MlflowClient(tracking_uri())
     assert client.get_run(run_id).info.status == "KILLED"
     assert torch.load(out / "last.ckpt", weights_only=True)["epoch"] == stop_epoch - 1
 
-    result = _fit(tiny_params, digits_dir, out, freeze_epochs=freeze_epochs, ema_decay=ema_decay)
+    result = _fit(tiny_params, digits_dir, out, **kw)
 
     assert result.run_id == run_id  # the same MLflow run, finished now
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
     assert "error" not in run.data.tags
-    ref_weights, ref_best, ref_acc, ref_loss = reference[freeze_epochs, ema_decay]
+    ref_weights, ref_best, ref_acc, ref_loss = reference[case]
     _check_history(out, EPOCHS)
     weights = _weights(out / "last.ckpt")
     if ema_decay:  # the checkpoint holds the average, and the raw weights beside it
         assert "current_model_state" in torch.load(out / "last.ckpt", weights_only=True)
-        raw = reference[0, None][0]
+        raw = reference["scratch"][0]
         assert any(not torch.equal(weights[k], raw[k]) for k in raw)
     # CPU, fixed seed: bit-identical in practice; the tolerance allows for kernel-order noise
     for name, value in ref_weights.items():
@@ -153,7 +165,22 @@ def test_a_resume_without_the_rng_state_would_differ(
     _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer)
     monkeypatch.setattr(resume_mod, "set_rng_state", lambda state: None)
     _fit(tiny_params, digits_dir, out)
-    weights, ref = _weights(out / "last.ckpt"), reference[0, None][0]
+    weights, ref = _weights(out / "last.ckpt"), reference["scratch"][0]
+    assert any(not torch.allclose(weights[k], ref[k], atol=1e-6) for k in ref)
+
+
+def test_a_resume_that_refroze_the_backbone_would_differ(
+        tiny_params, digits_dir, tmp_path, monkeypatch, patch_trainer, reference):
+    """Control for the "unfrozen" case: a resumed run whose backbone is frozen again (what
+    Lightning's BaseFinetuning does on resume, issue 21901) ends elsewhere, and is caught."""
+    from pipeline.training.module import ViTClassifier
+
+    out = tmp_path / "ckpt"
+    stop_epoch, kw = CASES["unfrozen"]
+    _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer, stop_epoch, **kw)
+    monkeypatch.setattr(ViTClassifier, "backbone_frozen", property(lambda self: True))
+    _fit(tiny_params, digits_dir, out, **kw)
+    weights, ref = _weights(out / "last.ckpt"), reference["unfrozen"][0]
     assert any(not torch.allclose(weights[k], ref[k], atol=1e-6) for k in ref)
 
 
