@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup lock repro quick study fmnist test ui clean-quick
+.PHONY: setup lock repro quick study knobs fmnist test ui clean-quick
 
 LOCK := requirements.lock
 # Fashion-MNIST on a bare machine: found, else the Debian package (root or sudo), else downloaded
@@ -39,6 +39,13 @@ study: setup          ## the offline data-efficiency study (params.study.yaml): 
 	$(FASHION_MNIST) --raw runs/study/data/raw
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.study.yaml --dir runs/study
+
+knobs: setup          ## issue 16's knobs on the quick data, 5 seeds, paired (params.knobs.yaml; runs/knobs): ~15 min
+	$(FASHION_MNIST) --raw runs/knobs/data/raw
+	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
+	  $(BIN)/python -m pipeline.workspace --params params.knobs.yaml --dir runs/knobs
+	$(BIN)/python benchmarks/paired.py runs/knobs/results/metrics.json scratch:scratch_ra3 \
+	  finetune:finetune_lld
 
 fmnist: setup         ## Fashion-MNIST from scratch, small-data recipe, ~30 min on a CPU (runs/fmnist)
 	$(FASHION_MNIST) --raw runs/fmnist/data/raw

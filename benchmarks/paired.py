@@ -1,0 +1,72 @@
+"""What one knob does: the paired difference of two variants' test top-1, seed by seed.
+
+The evaluate stage pairs every fine-tuned variant with every scratch variant (the pretraining
+gain). A knob measured as a variant of its own beside its recipe (``params.knobs.yaml``:
+``scratch_ra3`` beside ``scratch``) is compared here the same way: per budget, the mean of
+``b - a`` over the seeds both have, with its Student's t interval
+(:func:`pipeline.evaluation.stats.paired_difference`), from the cells in ``metrics.json``.
+
+    python benchmarks/paired.py runs/knobs/results/metrics.json scratch:scratch_ra3 \
+        finetune:finetune_lld
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.evaluation.stats import format_interval, paired_difference
+
+
+def cells_by(metrics: dict, variant: str) -> dict[str, dict[int, dict]]:
+    """``{budget: {seed: cell}}`` of one variant's cells in metrics.json."""
+    out: dict[str, dict[int, dict]] = {}
+    for cell in metrics["cells"].values():
+        if cell["variant"] == variant:
+            out.setdefault(str(cell["budget"]), {})[int(cell["seed"])] = cell
+    if not out:
+        known = sorted({c["variant"] for c in metrics["cells"].values()})
+        raise SystemExit(f"no cells of variant {variant!r} in metrics.json (it has {known})")
+    return out
+
+
+def compare(metrics: dict, a: str, b: str, key: str = "top1") -> list[dict]:
+    """Per budget both have: ``b - a`` on ``key`` (a cell's metric), paired by seed."""
+    ca, cb = cells_by(metrics, a), cells_by(metrics, b)
+    rows = []
+    for budget in (x for x in ca if x in cb):
+        seeds = sorted(set(ca[budget]) & set(cb[budget]))
+        diff = paired_difference([ca[budget][s][key] for s in seeds],
+                                 [cb[budget][s][key] for s in seeds])
+        rows.append({"a": a, "b": b, "budget": budget, "seeds": seeds,
+                     "a_mean": sum(ca[budget][s][key] for s in seeds) / len(seeds),
+                     "b_mean": sum(cb[budget][s][key] for s in seeds) / len(seeds),
+                     "diff": diff})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("metrics", type=Path, help="the evaluate stage's metrics.json")
+    ap.add_argument("pairs", nargs="+", help="A:B, the effect of B over A (B - A)")
+    args = ap.parse_args(argv)
+    metrics = json.loads(args.metrics.read_text())
+    print("| A | B | budget | A top-1 | B top-1 | B - A (points, 95% CI) | excludes 0 |")
+    print("|---|---|---|---|---|---|---|")
+    for pair in args.pairs:
+        a, sep, b = pair.partition(":")
+        if not sep or not a or not b:
+            print(f"{pair!r}: expected A:B (two variant names)", file=sys.stderr)
+            return 2
+        for r in compare(metrics, a, b):
+            d = r["diff"]
+            print(f"| {a} | {b} | {r['budget']} | {100 * r['a_mean']:.2f} | "
+                  f"{100 * r['b_mean']:.2f} | {format_interval(d)} | "
+                  f"{'yes' if d.excludes_zero else 'no'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
