@@ -67,10 +67,12 @@ step() {
 G=("$PY" benchmarks/gpu_check.py)
 if [ "$TINY" = 1 ]; then
   B16=(--batch-sizes 4,8 --steps 2 --rounds 2); TI4=(--batch-sizes 16,64 --steps 2 --rounds 2)
+  L16=(--variant Ti/16 --img-size 32 --batch-sizes 4,8 --steps 1 --rounds 1)
   B16C=(--batch-sizes 4 --steps 2 --rounds 1); TI4C=(--batch-sizes 16 --steps 2 --rounds 1)
   DATA=(--batches 5); FITS_T=300; FM_MAX=60; COMPILE_T=300
 else
   B16=(--batch-sizes 64,128,256 --steps 10 --rounds 3); TI4=(--batch-sizes 256,1024 --steps 20 --rounds 3)
+  L16=(--variant L/16 --img-size 224 --batch-sizes 32,64 --steps 2 --rounds 1)
   B16C=(--batch-sizes 128 --steps 10 --rounds 3); TI4C=(--batch-sizes 1024 --steps 20 --rounds 3)
   DATA=(--batches 40); FITS_T=120; FM_MAX=240; COMPILE_T=90
 fi
@@ -79,6 +81,8 @@ step bench_b16 75 20 "${G[@]}" bench --out "$OUT" --key bench_b16 -- \
   --variant-name finetune_b16 --no-data "${B16[@]}"
 step bench_ti4 60 20 "${G[@]}" bench --out "$OUT" --key bench_ti4 -- \
   --variant-name scratch_ti4 --no-data "${TI4[@]}"
+# ViT-L/16's peak memory (and images/s) at two batches, against benchmarks/train_memory.py's count
+step bench_l16 60 25 "${G[@]}" bench --out "$OUT" --key bench_l16 -- --no-data "${L16[@]}"
 step data 60 20 "${G[@]}" data --out "$OUT" --variant scratch_ti4 --workers 16 "${DATA[@]}"
 step tests 150 30 "${G[@]}" tests --out "$OUT"
 step fsdp 60 20 "${G[@]}" fsdp --out "$OUT"

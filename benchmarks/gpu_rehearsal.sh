@@ -41,7 +41,8 @@ bad = {k: v.get("status") for k, v in doc["steps"].items() if v.get("status") !=
 fits = {k: v for k, v in doc["steps"].get("fits", {}).items() if isinstance(v, dict)}
 fits["fsdp"], fits["fmnist"] = doc["steps"].get("fsdp", {}), doc["steps"].get("fmnist", {}).get("fit", {})
 bad.update({f"{k} (MLflow)": v["mlflow_outage"] for k, v in fits.items() if v.get("mlflow_outage")})
-need = {"env": "versions", "bench_b16": "batches", "bench_ti4": "batches", "data": "images_per_s",
+need = {"env": "versions", "bench_b16": "batches", "bench_ti4": "batches", "bench_l16": "batches",
+        "data": "images_per_s",
         "tests": "counts", "fsdp": "reload_agrees", "fits": "scratch_bf16", "fmnist": "test_acc",
         "bench_b16_compile": "batches", "bench_ti4_compile": "batches"}
 missing = [f"{k}.{f}" for k, f in need.items() if f not in doc["steps"].get(k, {})]

@@ -165,3 +165,25 @@ def test_an_optimizer_holds_only_its_own_fields():
     assert "scratch.scratch_ti4.train.optimizer.momentum: unknown key (typo?)" in msg
     msg = _error(lambda d: d["scratch"]["scratch_ti4"]["train"]["optimizer"].update(name="lion"))
     assert "scratch.scratch_ti4.train.optimizer" in msg and "'lion'" in msg
+
+
+def test_the_readme_vit_l16_block_is_valid_params():
+    """README.md's ViT-L/16 block, pasted into params.yaml, is a valid study with one more
+    fine-tune variant: ViT-L/16 at 224 from its own weights source."""
+    import torch
+
+    from pipeline.models import VisionTransformer
+
+    blocks = re.findall(r"```yaml\n(pretrained:\n  l16_in21k:.*?)```",
+                        (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, "README.md: the ViT-L/16 block (```yaml pretrained: l16_in21k:)"
+    data = copy.deepcopy(_real())
+    for section, entries in yaml.safe_load(blocks[0]).items():
+        data[section].update(entries)
+    params = parse_params(data, "params.yaml + README's ViT-L/16 block")
+    l16 = params.finetune["finetune_l16"]
+    assert params.pretrained[l16.pretrained].hub_id.startswith("timm/vit_large_patch16_224.")
+    cfg = l16.model.vit_config(num_classes=10)
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size) == (1024, 24, 16, 16)
+    with torch.device("meta"):
+        assert sum(p.numel() for p in VisionTransformer(cfg).parameters()) == 303_311_882
