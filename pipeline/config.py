@@ -299,11 +299,30 @@ class PretrainedParams(_Strict):
         return self
 
 
+class TTAParams(_Strict):
+    """Test-time augmentation (:mod:`pipeline.evaluation.tta`): each test image is classified
+    as several views and their softmax averaged; reported beside the plain figures."""
+
+    hflip: bool = True  # the mirrored image too
+    # pixels: > 0 adds the 4 corner crops of the image reflect-padded by this many (training's
+    # crop_padding); it must stay below the test images' height and width
+    shift: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _more_than_the_plain_view(self) -> TTAParams:
+        if not self.hflip and self.shift == 0:
+            raise ValueError("hflip false and shift 0 leave only the plain image: set tta: null "
+                             "to turn test-time augmentation off")
+        return self
+
+
 class EvaluateParams(_Strict):
     batch_size: PosInt
     # each variant is logged as an MLflow model and registered as "<registered_model>-<variant>";
     # null: logged, not registered
     registered_model: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None
+    # test-time augmentation, reported beside the plain figures (never instead); null = off
+    tta: TTAParams | None = None
 
 
 class Params(_Strict):

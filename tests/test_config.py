@@ -12,12 +12,16 @@ from pipeline.config import ParamsError, load_params, parse_params
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "params.quick.yaml"])
+@pytest.mark.parametrize("name", ["params.yaml", "params.quick.yaml", "params.study.yaml",
+                                  "params.fmnist.yaml"])
 def test_shipped_params_files_are_valid(name):
     params = load_params(ROOT / name)
     sections = [*params.scratch.values(), *params.finetune.values(),
                 *(p.pretrain for p in params.pretrained.values() if p.pretrain is not None)]
-    assert len(params.variants) >= 2
+    assert len(params.variants) >= (1 if name == "params.fmnist.yaml" else 2)
+    # test-time augmentation is on; a mirrored digit is no digit, so never flipped
+    digits = params.base.dataset == "digits"
+    assert params.evaluate.tta is not None and params.evaluate.tta.hflip is not digits
     for section in sections:
         section.model.vit_config(num_classes=10)  # buildable
 
@@ -102,6 +106,16 @@ def test_missing_key_is_an_error_not_a_silent_default():
          "got 0"),
         (lambda d: d["scratch"]["scratch_ti4"]["augment"].update(repeats=1.5),
          "scratch.scratch_ti4.augment.repeats: Input should be a valid integer"),
+        (lambda d: d["evaluate"]["tta"].update(hflip=False, shift=0),
+         "evaluate.tta: hflip false and shift 0 leave only the plain image: set tta: null to "
+         "turn test-time augmentation off"),
+        (lambda d: d["evaluate"]["tta"].update(shift=-1),
+         "evaluate.tta.shift: Input should be greater than or equal to 0; got -1"),
+        (lambda d: d["evaluate"]["tta"].update(flip=True),
+         "evaluate.tta.flip: unknown key (typo?); value True"),
+        (lambda d: d["evaluate"].update(tta="hflip"),
+         "evaluate.tta: Input should be a valid dictionary or instance of TTAParams; "
+         "got 'hflip'"),
     ],
 )
 def test_bad_values_name_key_value_and_rule(mutate, expected):
@@ -158,6 +172,17 @@ def test_rarely_set_keys_take_schema_defaults():
     assert not hasattr(p.train.optimizer, "betas")
     assert p.augment.randaugment is None and p.augment.mix_prob == 0.0
     assert p.backbone().freeze_epochs == ft["freeze_epochs"]
+
+
+def test_test_time_augmentation_is_off_unless_asked_for():
+    d = copy.deepcopy(_real())
+    del d["evaluate"]["tta"]  # a params file from before TTA
+    assert parse_params(d).evaluate.tta is None
+    d["evaluate"]["tta"] = {}
+    tta = parse_params(d).evaluate.tta
+    assert (tta.hflip, tta.shift) == (True, 0)
+    d["evaluate"]["tta"] = {"hflip": False, "shift": 2}
+    assert parse_params(d).evaluate.tta.shift == 2
 
 
 def test_an_optimizer_holds_only_its_own_fields():

@@ -4,10 +4,11 @@ Digits (bundled with scikit-learn, offline) as the data set; the pretrained weig
 safetensors checkpoint written from a randomly initialised timm ViT (``pretrained.source: file``),
 standing in for the hub download. Two variants (scratch, finetune) at two label budgets (3 images
 per class, and all) with one seed, then two: four cells, then eight, each its own stage through DVC's ``matrix``.
-Asserts the metrics (every cell, and the study's aggregates with their intervals), the report and
-its curve, every cell's MLflow run under one parent, a no-op second ``dvc repro``, that a
-fine-tuning param edit re-runs only that variant's cells and evaluate, that adding a seed runs
-only the new cells and evaluate, and which stages a code edit re-runs.
+Asserts the metrics (every cell, and the study's aggregates with their intervals; the test-time
+augmentation figures beside the plain ones), the report and its curve, every cell's MLflow run
+under one parent, a no-op second ``dvc repro``, that a fine-tuning param edit re-runs only that
+variant's cells and evaluate, that adding a seed runs only the new cells and evaluate, and which
+stages a code edit re-runs.
 """
 
 import json
@@ -76,6 +77,7 @@ def workspace(tmp_path_factory):
     p["scratch"] = {"scratch": scratch}
     p["finetune"] = {"finetune": finetune}
     p["evaluate"]["batch_size"] = 64
+    p["evaluate"]["tta"] = {"hflip": True, "shift": 1}  # every view: 10
     (root / "params.tiny.yaml").write_text(yaml.safe_dump(p))
     ws = make_workspace(root / "ws", root / "params.tiny.yaml")
     first = _dvc(ws, "repro")
@@ -115,6 +117,9 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
     for key, m in cells.items():
         assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
         assert m["test_images"] == 100 and m["num_params"] > 0 and m["images_per_s"] > 0
+        tta = m["tta"]  # beside the plain figures, never instead
+        assert set(tta) == {"top1", "top5", "loss", "ece", "views"} and tta["views"] == 10
+        assert 0.0 <= tta["top1"] <= tta["top5"] <= 1.0 and 0.0 <= tta["ece"] <= 1.0
         assert m["labelled"] == (30 if m["budget"] == "3" else 270)  # 3 per class; 90% of 300
         # the min_steps floor (finetune only) lengthens the small budget's epochs, not their
         # number: ceil(2 batches * 64 / 30) = 5 passes; 270 images give 4 batches on their own
@@ -133,6 +138,11 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
             assert agg["method"] == "t" and agg["n"] == 2
             assert agg["mean"] == pytest.approx(sum(tops) / 2)
             assert agg["low"] <= agg["mean"] <= agg["high"]
+            tta = study["tta_top1"][v][b]
+            assert tta["mean"] == pytest.approx(
+                sum(cells[f"{v}/{b}/seed{s}"]["tta"]["top1"] for s in (0, 1)) / 2)
+            effect = study["tta_effect"][v][b]
+            assert effect["paired"] and effect["mean"] == pytest.approx(tta["mean"] - agg["mean"])
     for b in BUDGETS:
         gain = study["gain"]["finetune-scratch"][b]
         diffs = [cells[f"finetune/{b}/seed{s}"]["top1"] - cells[f"scratch/{b}/seed{s}"]["top1"]
@@ -144,6 +154,8 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
         assert rows[0] == "actual,predicted" and len(rows) == 101
     md = (report / "report.md").read_text()
     assert all(f"| {v} |" in md for v in VARIANTS)
+    assert f"**Test-time augmentation ({study['tta_views']})" in md
+    assert study["tta_views"].startswith("10 views")
     html = (report / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 8
     assert (report / "curve.csv").read_text().count("\n") == 1 + len(VARIANTS) * len(BUDGETS)
@@ -187,7 +199,8 @@ def test_every_cell_is_a_run_under_one_parent_with_metrics(workspace):
         variant, budget, seed = name.split("/")
         assert run.info.status == "FINISHED"
         assert {"val/acc", "train/loss_epoch", "test/acc", "test/acc_top5", "test/ece",
-                "model/gflops"} <= set(run.data.metrics)
+                "model/gflops", "test/acc_tta", "test/acc_top5_tta", "test/loss_tta",
+                "test/ece_tta"} <= set(run.data.metrics)
         assert run.data.tags["stage"] == ("finetune" if variant == "finetune" else "train_scratch")
         assert (run.data.tags["variant"], run.data.tags["budget"], run.data.tags["seed"]) == (
             variant, budget, seed.removeprefix("seed"))
@@ -198,6 +211,8 @@ def test_every_cell_is_a_run_under_one_parent_with_metrics(workspace):
         assert {f"top1_mean.{v}.{b}" for v in VARIANTS} <= set(latest.data.metrics)
         assert {f"gain{w}.finetune-scratch.{b}" for w in ("", "_low", "_high")} <= set(
             latest.data.metrics)
+        assert {f"{name}{w}.{v}.{b}" for name in ("top1_tta_mean", "tta_effect")
+                for w in ("", "_low", "_high") for v in VARIANTS} <= set(latest.data.metrics)
     assert "report/report.html" in {a.path for a in client.list_artifacts(latest.info.run_id,
                                                                           "report")}
     # the figures' cell of each variant (largest budget, first seed) is logged as an MLflow

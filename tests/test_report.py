@@ -6,7 +6,8 @@ labels), which mistakes it shows, and the written report against its contract: e
 that decode and are not blank, one inlined image per figure, the table values, the
 finetune-minus-scratch sentence, gray and RGB images, a variant without history or throughput,
 100 classes, and no partial report on a failure. The label-budget study (a ``Study`` from
-synthetic cells): its CSV numbers, markdown cells, figures' plotted data, and the page order.
+synthetic cells): its CSV numbers, markdown cells, figures' plotted data, the page order, and
+the test-time augmentation table beside the plain figures.
 
 ``make_demo`` builds a realistic case (plausible logits, 20-epoch histories, rollout maps);
 ``python tests/test_report.py OUT_DIR`` writes its report for a look at the figures.
@@ -43,7 +44,9 @@ from pipeline.report import (
     most_confident_mistakes,
     pretraining_gain,
     study_markdown,
+    study_rows,
 )
+from pipeline.report.tables import budget_header
 from pipeline.report import page as page_mod
 from pipeline.report import png_bytes
 
@@ -666,6 +669,65 @@ def test_report_with_a_study_starts_with_it(tmp_path, study, monkeypatch):
     assert md.index("| variant | kind | 10 per class") < md.index("| variant | kind | model |")
     assert md.split("\n", 2)[2].startswith("## Test accuracy against the label budget")
     assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+TTA_VIEWS = "2 views: the image and its mirror image"
+
+
+def tta_study_cells(seeds=(0, 1, 2)) -> list[Cell]:
+    """``study_cells`` evaluated with TTA as well: TTA gets 8, 10 and 12 more of the 1000 test
+    images right than the plain pass on seeds 0, 1, 2 (an effect of +1.0 points)."""
+    rng = np.random.default_rng(1)
+    out = []
+    for c in study_cells(seeds):
+        correct = c.correct.copy()
+        correct[rng.permutation(np.flatnonzero(~correct))[:8 + 2 * seeds.index(c.seed)]] = True
+        out.append(replace(c, tta_top1=correct.mean(), tta_correct=correct))
+    return out
+
+
+def test_tta_table_is_beside_the_plain_figures_which_stay_as_they_are(study):
+    st = summarise(tta_study_cells(), tta_views=TTA_VIEWS)
+    assert study_rows(st)[:2] == study_rows(study)  # the plain tables, unchanged
+    title, header, rows = study_rows(st)[2]
+    assert title.startswith(f"Test-time augmentation ({TTA_VIEWS}): test top-1 (%)")
+    assert header == ["variant", "kind", "budget", "plain top-1", "with TTA", "effect of TTA"]
+    assert len(rows) == len(st.tta) == 6
+    for row, t in zip(rows, st.tta):
+        plain = next(a.top1 for a in st.aggregates
+                     if (a.variant, a.budget) == (t.variant, t.budget))
+        e = t.effect
+        assert e.mean == pytest.approx(0.010) and e.excludes_zero
+        assert row == [t.variant, t.kind, budget_header(t.budget),
+                       f"{100 * plain.mean:.1f} ± {100 * plain.half_width:.1f}",
+                       f"{100 * t.top1.mean:.1f} ± {100 * t.top1.half_width:.1f}",
+                       f"+{100 * e.mean:.1f} ± {100 * e.half_width:.1f} (95% CI "
+                       f"{100 * e.low:.1f} to {100 * e.high:.1f}; excludes 0)"]
+    md = study_markdown(st)
+    assert f"**{title}**" in md and "| variant | kind | budget | plain top-1 |" in md
+    assert "|---|---|---|---:|---:|---:|" in md  # text left, numbers right
+    sentence = md.splitlines()[-1]
+    assert "Effects of TTA: 95% interval: paired Student's t over 3 seeds." in sentence
+    assert "a gain or an effect of TTA" in sentence
+    assert "Test-time augmentation" not in study_markdown(study)  # no TTA, no table
+
+
+def test_one_seed_tta_table_says_bootstrap():
+    st = summarise(tta_study_cells(seeds=(7,)), tta_views=TTA_VIEWS)
+    md = study_markdown(st)
+    assert "Effects of TTA: 95% interval, 1 seed: paired bootstrap over test images." in md
+    assert "(b)" not in md
+
+
+def test_report_page_has_the_tta_table_after_the_plain_ones(tmp_path, no_rendering):
+    st = summarise(tta_study_cells(), tta_views=TTA_VIEWS)
+    _report(tmp_path, _tiny(11), study=st)
+    body = (tmp_path / "report.html").read_text().split("</h1>", 1)[1]
+    assert body.index("<caption>Test top-1") < body.index("<caption>Pretraining gain") \
+        < body.index(f"<caption>Test-time augmentation ({TTA_VIEWS})") \
+        < body.index("Per-variant results")
+    assert "<th>effect of TTA</th>" in body and "<td>all labels</td>" in body
+    assert "Test-time augmentation" in (tmp_path / "report.md").read_text()
 
 
 def test_report_with_a_study_fails_whole(tmp_path, study, monkeypatch, no_rendering):

@@ -96,6 +96,19 @@ def test_unknown_variant_or_weights_name_is_named(tmp_path, tiny_params):
     assert res.returncode == 2 and "no pretrained.b16 in params (have ['tiny'])" in res.stderr
 
 
+def test_a_tta_shift_that_does_not_fit_the_test_images_stops_evaluate(tmp_path, tiny_params):
+    tiny_params["prepare"].update(max_train=100, max_test=20)
+    res = _stage(tmp_path, "prepare", "--out", "data/prepared", params=tiny_params)
+    assert res.returncode == 0, res.stderr
+    tiny_params["evaluate"]["tta"] = {"hflip": True, "shift": 8}  # digits are 8x8
+    res = _stage(tmp_path, "evaluate", "--data", "data/prepared", "--models", "models",
+                 "--out", "results", params=tiny_params)
+    assert res.returncode == 2  # before it reads a model
+    assert "evaluate.tta.shift: shift must be in [0, 8) for 8x8 images (reflect padding), " \
+           "got 8" in res.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_failed_fetch_keeps_the_previous_pretrained_weights(tmp_path, tiny_params):
     previous = tmp_path / "models" / "pretrained" / "tiny"
     previous.mkdir(parents=True)

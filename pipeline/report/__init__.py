@@ -12,8 +12,9 @@ under ``out_dir``:
   and error bars, the title naming the interval: Student's t over n seeds, or for one seed a
   bootstrap over the test images), ``figures/gain.png`` (fine-tuned minus scratch per budget with
   its paired interval, a line at 0), the study's tables ("mean ± half-width" per variant and
-  budget; each gain with its 95% CI and whether it excludes 0) and how the intervals were
-  computed; ``report.md`` starts with the same tables; ``curve.csv``
+  budget; each gain with its 95% CI and whether it excludes 0; with test-time augmentation, a
+  table of the plain top-1 beside the TTA top-1 and the effect of TTA with its 95% CI) and how the
+  intervals were computed; ``report.md`` starts with the same tables; ``curve.csv``
   (``variant,kind,budget,per_class,labelled,mean,low,high,n,method``) and ``gain.csv`` hold the
   numbers, as fractions, for DVC plots;
 - ``figures/*.png``: per-class accuracy, a confusion matrix per variant, a reliability diagram,

@@ -36,6 +36,7 @@ from .tables import (
     markdown_report,
     per_class_csv,
     SINGLE_RUN_NOTE,
+    TEXT_COLUMNS,
     pretraining_gain,
     study_rows,
     study_sentence,
@@ -99,7 +100,7 @@ def study_html(study: Study, figures: Sequence[tuple[str, bytes, str]]) -> list[
                 "<tbody>"]
         for row in rows:
             out.append("<tr>" + "".join(
-                f"<td>{e(c)}</td>" if h in ("variant", "kind", "pair")
+                f"<td>{e(c)}</td>" if h in TEXT_COLUMNS
                 else f'<td class="num">{e(c)}</td>' for h, c in zip(header, row)) + "</tr>")
         out += ["</tbody>", "</table>"]
     out += [f"<p>{e(study_sentence(study))}</p>", "<h2>Per-variant results</h2>"]

@@ -1,6 +1,7 @@
 """The report's text: number formatting, the table of variants (markdown here, HTML in
 :mod:`.page`), the pretraining-gain sentence, the label-budget study's tables
-(:func:`study_rows`, :func:`study_markdown`) and the CSV files behind the figures."""
+(:func:`study_rows`, :func:`study_markdown`; with test-time augmentation, its table beside the
+plain figures) and the CSV files behind the figures."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ STUDY_GAIN_COLUMNS = ("finetune", "scratch", "budget", "per_class", "labelled", 
 CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 _HISTORY_KEYS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss": "val/loss",
                  "val_acc": "val/acc", "lr": "lr"}
+TEXT_COLUMNS = ("variant", "kind", "pair", "budget")  # the study tables' left-aligned columns
 
 
 def human_duration(seconds: float) -> str:
@@ -191,7 +193,8 @@ def study_rows(study: Study) -> list[tuple[str, list[str], list[list[str]]]]:
     """The study's tables as (title, header, rows of cells): test top-1 per variant (rows) and
     budget (columns), "mean ± half-width" in %, then the pretraining gain per fine-tuned/scratch
     pair and budget with its interval and whether it excludes 0; "–" where a cell is missing.
-    A bootstrap (one-seed) cell is marked "(b)" when the table also has t intervals."""
+    With test-time augmentation, last, :func:`tta_rows`. A bootstrap (one-seed) cell is marked
+    "(b)" when the table also has t intervals."""
     budgets = list(study.budgets)
     mixed = len({a.top1.method for a in study.aggregates}) > 1
     cells: dict[str, dict[str, str]] = {}
@@ -213,18 +216,41 @@ def study_rows(study: Study) -> list[tuple[str, list[str], list[list[str]]]]:
                        "seed by seed",
                        ["pair", *map(budget_header, budgets)],
                        [[p, *(row.get(b, "–") for b in budgets)] for p, row in gains.items()]))
+    if study.tta:
+        tables.append(tta_rows(study))
     return tables
+
+
+def tta_rows(study: Study) -> tuple[str, list[str], list[list[str]]]:
+    """Test-time augmentation beside the plain figures, one row per (variant, budget): the plain
+    test top-1 (as in the first table), the TTA top-1 ("mean ± half-width", %) and the effect
+    of TTA (TTA minus plain, points, paired seed by seed) with its interval."""
+    plain = {(a.variant, a.budget): a.top1 for a in study.aggregates}
+    mixed = len({iv.method for t in study.tta for iv in (t.top1, plain[t.variant, t.budget])}) > 1
+    mixed_effect = len({t.effect.method for t in study.tta}) > 1
+    rows = [[t.variant, t.kind, budget_header(t.budget),
+             _pm(plain[t.variant, t.budget]) + _mark(plain[t.variant, t.budget], mixed),
+             _pm(t.top1) + _mark(t.top1, mixed),
+             _gain_cell(t.effect) + _mark(t.effect, mixed_effect)] for t in study.tta]
+    return (f"Test-time augmentation ({study.tta_views}): test top-1 (%), plain and with TTA, "
+            "mean ± half-width of the 95% interval; effect of TTA: TTA minus plain (points), "
+            "paired seed by seed",
+            ["variant", "kind", "budget", "plain top-1", "with TTA", "effect of TTA"], rows)
 
 
 def study_sentence(study: Study) -> str:
     """How the intervals were computed, in one sentence."""
-    tops = [a.top1 for a in study.aggregates]
-    diffs = [g.diff for g in study.gains]
+    tops = [a.top1 for a in study.aggregates] + [t.top1 for t in study.tta]
+    diffs = [g.diff for g in study.gains] + [t.effect for t in study.tta]
     text = f"Accuracies: {interval_basis(tops, paired=False)}."
-    if diffs:
-        text += f" Gains: {interval_basis(diffs, paired=True)}."
+    if study.gains:
+        text += f" Gains: {interval_basis([g.diff for g in study.gains], paired=True)}."
+    if study.tta:
+        text += (" Effects of TTA: "
+                 f"{interval_basis([t.effect for t in study.tta], paired=True)}.")
     if any(iv.method == "t" for iv in (*tops, *diffs)):
-        text += (" Student's t: mean ± t·s/√n over the seeds (the gain: over the seed-by-seed "
+        what = "a gain or an effect of TTA" if study.tta else "the gain"
+        text += (f" Student's t: mean ± t·s/√n over the seeds ({what}: over the seed-by-seed "
                  "differences).")
     if any(iv.method == "bootstrap" for iv in (*tops, *diffs)):
         text += (" Bootstrap: a percentile interval over the test images of the one seed "
@@ -241,8 +267,7 @@ def study_markdown(study: Study) -> str:
     for title, header, rows in study_rows(study):
         lines += [f"**{title}**", "",
                   "| " + " | ".join(header) + " |",
-                  "|" + "|".join("---" if h in ("variant", "kind", "pair") else "---:"
-                                 for h in header) + "|"]
+                  "|" + "|".join("---" if h in TEXT_COLUMNS else "---:" for h in header) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         lines.append("")
     lines.append(study_sentence(study))

@@ -4,10 +4,13 @@ Reads each variant's trained-model file (``<models>/<variant>/model.safetensors`
 (``run.json``, ``history.json``) and nothing else of training. Runs each classifier once over the
 test split (:func:`pipeline.models.batched_logits`, the autocast dtype of
 :func:`pipeline.models.autocast_dtype` for the params' precision), computes every metric once from
-the logits (:mod:`pipeline.evaluation.metrics`) and writes:
+the logits (:mod:`pipeline.evaluation.metrics`). With ``evaluate.tta`` it then runs the other
+test-time augmentation views (:mod:`pipeline.evaluation.tta`) and computes the same metrics from
+their mean softmax, reported beside the plain ones (never instead: the plain pass and its
+throughput are as without TTA). It writes:
 
 - ``<out>/metrics.json`` (DVC metrics, per variant: top-1, top-5, loss, ECE, params, GFLOPs, train
-  time, images/s);
+  time, images/s; with TTA, ``tta``: top-1, top-5, loss, ECE and the number of views);
 - ``<out>/confusion/<variant>.csv`` (one row per test image, ``actual`` and ``predicted``: DVC's
   confusion-matrix plot);
 - the report in ``<out>/report`` (:mod:`pipeline.report`, which renders the numbers it is given).
@@ -19,7 +22,8 @@ of comparisons. Each model is logged as an MLflow model (``pt2``, preprocessing 
 :mod:`pipeline.serving`) into its variant's run, registered as
 ``<evaluate.registered_model>-<variant>``; then the test metrics go into each variant's run
 (``test/acc``, ``test/acc_top5``, ``test/loss``, ``test/ece``, ``test/images_per_s``,
-``model/gflops``), linked to its logged model and the test split's dataset, and the report into
+``model/gflops``; with TTA ``test/acc_tta``, ``test/acc_top5_tta``, ``test/loss_tta``,
+``test/ece_tta``), linked to its logged model and the test split's dataset, and the report into
 the parent run.
 
     python -m pipeline.stages.evaluate --data data/prepared --models models --out results
@@ -49,9 +53,10 @@ from ..comparison import (
 from ..config import Params
 from ..data import load_prepared
 from ..data.lineage import split_datasets
-from ..errors import RecordError, TrackingError
+from ..errors import ParamsError, RecordError, TrackingError
 from ..evaluation.metrics import ClassificationMetrics, classification_metrics
 from ..evaluation.study import Cell, Study, budget_order, summarise
+from ..evaluation.tta import check_shift, describe_views, tta_logits
 from ..explain import rollout
 from ..models.artifact import load_classifier
 from ..models.classifier import (
@@ -72,6 +77,9 @@ log = logging.getLogger("evaluate")
 # metrics.json key -> MLflow metric name, the same in every variant's run
 METRICS = {"top1": "test/acc", "top5": "test/acc_top5", "loss": "test/loss", "ece": "test/ece",
            "images_per_s": "test/images_per_s", "gflops": "model/gflops"}
+# metrics.json's "tta" key -> MLflow metric name: test-time augmentation, beside the plain ones
+TTA_METRICS = {"top1": "test/acc_tta", "top5": "test/acc_top5_tta", "loss": "test/loss_tta",
+               "ece": "test/ece_tta"}
 
 
 def write_confusion_csv(path: Path, labels, predictions, classes: list[str]) -> None:
@@ -112,7 +120,8 @@ def log_to_mlflow(params: Params, runs: dict[str, dict], records: dict[str, dict
     """The comparison in MLflow: every cell's run (and our pretraining runs) under the
     comparison's parent run, the test metrics in each cell's run, linked to its logged model
     (``model_ids`` by cell: the model page shows them) and to the test split's dataset; the
-    study's aggregates (``top1_mean.<variant>.<budget>``, ``gain.<ft>-<scratch>.<budget>``, with
+    study's aggregates (``top1_mean.<variant>.<budget>``, ``gain.<ft>-<scratch>.<budget>``; with
+    TTA ``top1_tta_mean.<variant>.<budget>`` and ``tta_effect.<variant>.<budget>``; each with
     ``_low``/``_high``) and the report in the parent. A failure is reported, not fatal: the
     results on disk are the record. Returns the parent run id."""
     try:
@@ -139,21 +148,26 @@ def log_to_mlflow(params: Params, runs: dict[str, dict], records: dict[str, dict
             if not run_id:
                 continue
             client.set_tag(run_id, COLOR_TAG, colors[m["variant"]])
-            for name, metric in METRICS.items():
-                client.log_metric(run_id, metric, float(m[name]), model_id=model_ids.get(key),
+            logged = [(metric, m[name]) for name, metric in METRICS.items()]
+            if "tta" in m:
+                logged += [(metric, m["tta"][name]) for name, metric in TTA_METRICS.items()]
+            for metric, value in logged:
+                client.log_metric(run_id, metric, float(value), model_id=model_ids.get(key),
                                   dataset_name=test.name, dataset_digest=test.digest)
         for variant, key in shown_cell.items():  # the cell the report's figures show
             if runs[key]["run_id"]:
                 client.log_artifact(runs[key]["run_id"], str(confusion_dir / f"{variant}.csv"),
                                     "evaluation")
-        for a in study.aggregates:  # the parent's own view of the study
-            for what, value in (("", a.top1.mean), ("_low", a.top1.low),
-                                ("_high", a.top1.high)):
-                client.log_metric(parent, f"top1_mean{what}.{a.variant}.{a.budget}", value)
-        for g in study.gains:
-            for what, value in (("", g.diff.mean), ("_low", g.diff.low), ("_high", g.diff.high)):
-                client.log_metric(parent, f"gain{what}.{g.finetune}-{g.scratch}.{g.budget}",
-                                  value)
+        # the parent's own view of the study: (name, which, interval), logged with _low/_high
+        summary = [("top1_mean", f"{a.variant}.{a.budget}", a.top1) for a in study.aggregates]
+        summary += [("gain", f"{g.finetune}-{g.scratch}.{g.budget}", g.diff)
+                    for g in study.gains]
+        for t in study.tta:
+            summary += [("top1_tta_mean", f"{t.variant}.{t.budget}", t.top1),
+                        ("tta_effect", f"{t.variant}.{t.budget}", t.effect)]
+        for name, which, iv in summary:
+            for what, value in (("", iv.mean), ("_low", iv.low), ("_high", iv.high)):
+                client.log_metric(parent, f"{name}{what}.{which}", value)
         client.log_artifacts(parent, str(report_dir), "report")
         return parent
     except Exception as e:  # noqa: BLE001 - any tracking failure must not lose the results
@@ -180,6 +194,12 @@ def run(params: Params, args: argparse.Namespace) -> dict:
     classes = list(manifest["classes"])
     device = inference_device(params.base.trainer.accelerator)
     dtype = autocast_dtype(device, params.base.trainer.precision)
+    tta = params.evaluate.tta
+    if tta is not None:
+        try:
+            check_shift(tta.shift, *np.shape(images)[1:3])
+        except ValueError as e:
+            raise ParamsError(f"evaluate.tta.shift: {e}") from None
     cells = cells_of(params)
     keys = [cell_key(*c) for c in cells]
     # every cell's files are read (and refused with one line) before any work
@@ -204,8 +224,15 @@ def run(params: Params, args: argparse.Namespace) -> dict:
                                               batch_size=params.evaluate.batch_size,
                                               device=device, dtype=dtype)
         m = classification_metrics(logits, labels)
+        mt, views, with_tta = None, 0, {}
+        if tta is not None:  # beside the plain figures: their logits are the first view's
+            tta_out, views = tta_logits(t.classifier, images, hflip=tta.hflip, shift=tta.shift,
+                                        batch_size=params.evaluate.batch_size, device=device,
+                                        dtype=dtype, plain=logits)
+            mt = classification_metrics(tta_out, labels)
+            with_tta = {"tta_top1": mt.top1, "tta_correct": mt.predictions == labels}
         study_cells.append(Cell(variant, kind, budget, seed, int(runs[k]["labelled"]), m.top1,
-                                m.predictions == labels))
+                                m.predictions == labels, **with_tta))
         cfg = t.cfg
         r = VariantResult(
             name=variant, kind=kind,
@@ -219,6 +246,9 @@ def run(params: Params, args: argparse.Namespace) -> dict:
                       "passes": int(runs[k].get("passes", 1)),
                       "steps": int(runs[k].get("steps", 0)),
                       **variant_record(r, m, runs[k], len(labels), device, classes)}
+        if mt is not None:
+            records[k]["tta"] = {**{key: float(getattr(mt, key)) for key in TTA_METRICS},
+                                 "views": views}
         if shown_cell[variant] == k:
             with torch.no_grad(), autocast(device, dtype):
                 _, maps = rollout(t.classifier,
@@ -226,9 +256,11 @@ def run(params: Params, args: argparse.Namespace) -> dict:
             results.append(dataclasses.replace(r, attention=maps.cpu().numpy()))
             write_confusion_csv(out / "confusion" / f"{variant}.csv", labels, m.predictions,
                                 classes)
-        log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)", k, m.top1, m.top5,
-                 images_per_s)
-    study = summarise(study_cells)
+        log.info("%s: test top-1 %.4f top-5 %.4f (%.0f images/s)%s", k, m.top1, m.top5,
+                 images_per_s, "" if mt is None else
+                 f"; with TTA ({views} views) top-1 {mt.top1:.4f} top-5 {mt.top5:.4f}")
+    study = summarise(study_cells, tta_views="" if tta is None else
+                      describe_views(hflip=tta.hflip, shift=tta.shift))
     build_report(out / "report", results, labels=labels, images=np.asarray(images),
                  classes=classes, dataset=manifest["dataset"], attention_index=shown,
                  study=study)
