@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ParamsError
-from .models.variants import ViTConfig, variant_config
+from .models.variants import ACTIVATIONS, GLOBAL_POOLS, ViTConfig, variant_config
 
 DATASETS = ("cifar10", "cifar100", "fashion_mnist", "digits")
 Dataset = Literal["cifar10", "cifar100", "fashion_mnist", "digits"]
@@ -136,6 +136,18 @@ class ModelParams(_Strict):
     dropout: Fraction = 0.0
     attn_dropout: Fraction = 0.0
     drop_path: Fraction = 0.0  # stochastic depth of the last block (linear from 0)
+    # the options of the public checkpoint families (ViTConfig, timm's meanings); the defaults
+    # are the paper's ViT, and a pretrained checkpoint that needs others names them when loaded
+    class_token: bool = True
+    global_pool: Literal[GLOBAL_POOLS] = "token"  # token needs class_token; avg: patch mean
+    fc_norm: bool | None = None  # LayerNorm after pooling; null: with avg pooling (timm's rule)
+    reg_tokens: NonNegInt = 0  # register tokens (DINOv2 with registers: 4)
+    no_embed_class: bool = False  # position embeddings for the patches only
+    layer_scale: Annotated[float, Field(gt=0.0)] | None = None  # LayerScale init; null = off
+    pre_norm: bool = False  # LayerNorm before the blocks (CLIP)
+    qkv_bias: bool = True
+    act: Literal[ACTIVATIONS] = "gelu"  # not in the weights: set it
+    layer_norm_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-6  # CLIP: 1e-5
 
     @model_validator(mode="after")
     def _buildable(self) -> ModelParams:

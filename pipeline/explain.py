@@ -4,7 +4,9 @@ Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020 (arXiv 2
 block the attention matrix is averaged over heads, the residual connection is accounted for by
 adding the identity and renormalising rows, and the blocks are multiplied through:
 ``R = Â_L ... Â_1`` with ``Â = (mean_h A_h + I) / 2``. The [CLS] row of ``R`` over the patch
-tokens, renormalised to sum to 1, is the map.
+tokens, renormalised to sum to 1, is the map. A model that pools the mean of its patch tokens
+(``global_pool="avg"``) gets the mean of the patch rows, what the pooled features draw from;
+register tokens are left out of the map as the [CLS] token is.
 
 The model is not changed: our attention runs through ``F.scaled_dot_product_attention``, which
 never materialises the attention matrix, so a forward hook on each block's ``attn.qkv`` Linear
@@ -30,7 +32,8 @@ from torch import nn
 
 class AttentionRecorder:
     """Context manager: while active, every forward of ``model`` appends each block's
-    head-averaged attention, (B, N, N) float32 with N = 1 + patches, to ``attentions``."""
+    head-averaged attention, (B, N, N) float32 with N = prefix tokens + patches, to
+    ``attentions``."""
 
     def __init__(self, model: nn.Module) -> None:
         blocks = getattr(model, "blocks", None)
@@ -66,24 +69,31 @@ class AttentionRecorder:
         self._handles.clear()
 
 
-def attention_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+def attention_rollout(attentions: Sequence[torch.Tensor], *, num_prefix_tokens: int = 1,
+                      global_pool: str = "token") -> torch.Tensor:
     """Per-block head-averaged attentions, each (B, N, N), first block first -> (B, grid, grid)
-    [CLS] rollout over the patches, each map summing to 1."""
+    rollout over the patches, each map summing to 1: the [CLS] row (``global_pool="token"``,
+    [CLS] first) or the mean of the patch rows (``"avg"``); the ``num_prefix_tokens`` ([CLS],
+    registers) come before the patches and are left out of the map."""
     if not attentions:
         raise ValueError("no attention matrices: did the forward pass run inside the recorder?")
     B, N, _ = attentions[0].shape
-    grid = int(round((N - 1) ** 0.5))
-    if grid * grid != N - 1:
-        raise ValueError(f"{N} tokens are not [CLS] + a square grid of patches")
+    P = num_prefix_tokens
+    grid = int(round(max(N - P, 0) ** 0.5))
+    if grid * grid != N - P or grid == 0:
+        raise ValueError(f"{N} tokens are not {P} prefix token(s) + a square grid of patches")
     eye = torch.eye(N, device=attentions[0].device)
     rollout = eye.expand(B, N, N)
     for a in attentions:
         a = a.float() + eye  # the residual connection
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a @ rollout  # (B, N, N): later blocks on the left
-    cls = rollout[:, 0, 1:]  # (B, N - 1): how much [CLS] draws from each patch
-    cls = cls / cls.sum(dim=-1, keepdim=True)
-    return cls.reshape(B, grid, grid)
+    if global_pool == "token":
+        drawn = rollout[:, 0, P:]  # (B, N - P): how much [CLS] draws from each patch
+    else:  # the pooled features are the patch tokens' mean: so is what they draw
+        drawn = rollout[:, P:, P:].mean(dim=1)  # (B, N - P)
+    drawn = drawn / drawn.sum(dim=-1, keepdim=True)
+    return drawn.reshape(B, grid, grid)
 
 
 @torch.no_grad()
@@ -91,9 +101,11 @@ def rollout(classifier: nn.Module, images) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (B, classes), rollout (B, grid, grid)) of uint8 ``images`` (a (B, H, W, C) batch
     or a sequence of (H, W, C) images) through an :class:`~pipeline.models.ImageClassifier`,
     under whatever autocast the caller set."""
+    cfg = classifier.vit.cfg
     with AttentionRecorder(classifier.vit) as rec:
         logits = classifier(images)
-    return logits, attention_rollout(rec.attentions)
+    return logits, attention_rollout(rec.attentions, num_prefix_tokens=cfg.num_prefix_tokens,
+                                     global_pool=cfg.global_pool)
 
 
 def _colorize(heat: np.ndarray) -> np.ndarray:

@@ -212,3 +212,46 @@ def test_the_readme_vit_l16_block_is_valid_params():
     assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size) == (1024, 24, 16, 16)
     with torch.device("meta"):
         assert sum(p.numel() for p in VisionTransformer(cfg).parameters()) == 303_311_882
+
+
+@pytest.mark.parametrize(("update", "expected"), [
+    (dict(global_pool="map"), "model.global_pool: Input should be 'token' or 'avg'; got 'map'"),
+    (dict(class_token=False), "model: global_pool='token' needs class_token=True; a model "
+                              "without a class token pools with global_pool='avg'"),
+    (dict(reg_tokens=-1), "model.reg_tokens: Input should be greater than or equal to 0; got -1"),
+    (dict(layer_scale=0), "model.layer_scale: Input should be greater than 0; got 0"),
+    (dict(act="relu"),
+     "model.act: Input should be 'gelu', 'quick_gelu' or 'gelu_tanh'; got 'relu'"),
+    (dict(layer_norm_eps=1.0), "model.layer_norm_eps: Input should be less than 1; got 1.0"),
+    (dict(qkv_bias="maybe"), "model.qkv_bias: Input should be a valid boolean"),
+    (dict(fc_norm="yes please"), "model.fc_norm: Input should be a valid boolean"),
+    (dict(pool="avg"), "model.pool: unknown key (typo?); value 'avg'"),
+])
+def test_model_options_of_the_checkpoint_families_are_checked(update, expected):
+    msg = _error(lambda d: d["scratch"]["scratch_ti4"]["model"].update(update))
+    assert f"scratch.scratch_ti4.{expected}" in msg, msg
+    assert len(msg.splitlines()) == 2  # the header, then one line
+
+
+def test_model_options_default_to_the_papers_vit_and_reach_the_config():
+    from pipeline.models import ViTConfig
+
+    p = parse_params(_real()).scratch["scratch_ti4"]
+    paper = ViTConfig()
+    cfg = p.model.vit_config(num_classes=10)
+    for key in ("class_token", "global_pool", "fc_norm", "reg_tokens", "no_embed_class",
+                "layer_scale", "pre_norm", "qkv_bias", "act", "layer_norm_eps"):
+        assert getattr(cfg, key) == getattr(paper, key) == getattr(p.model, key), key
+    d = copy.deepcopy(_real())  # DINOv2 with registers at 224 px, as a fine-tune model section
+    d["finetune"]["finetune_b16"]["model"] = {
+        "variant": "B/14", "img_size": 224, "reg_tokens": 4, "no_embed_class": True,
+        "layer_scale": 1e-5}
+    cfg = parse_params(d).finetune["finetune_b16"].model.vit_config(num_classes=10)
+    assert (cfg.reg_tokens, cfg.no_embed_class, cfg.layer_scale, cfg.patch_size) == \
+        (4, True, 1e-5, 14)
+    d["finetune"]["finetune_b16"]["model"] = {  # OpenAI CLIP
+        "variant": "B/16", "img_size": 224, "pre_norm": True, "act": "quick_gelu",
+        "layer_norm_eps": 1e-5}
+    cfg = parse_params(d).finetune["finetune_b16"].model.vit_config(num_classes=10)
+    assert (cfg.pre_norm, cfg.act, cfg.layer_norm_eps, cfg.fc_norm) == \
+        (True, "quick_gelu", 1e-5, None)

@@ -273,10 +273,15 @@ def test_load_by_run_id_runs_uri_and_registered_model(trained, monkeypatch, caps
 
 
 def _materialised_forward(model, x):
-    """The ViT forward written out with explicit attention matrices: (logits, [A (B, nh, N, N)])."""
+    """The ViT forward written out with explicit attention matrices: (logits, [A (B, nh, N, N)]);
+    with no [CLS] token it has register tokens, position embeddings for the patches only and
+    average pooling."""
     attns = []
     h = model.patch_embed(x)
-    h = torch.cat((model.cls_token.expand(len(h), -1, -1), h), 1) + model.pos_embed
+    if model.cfg.class_token:
+        h = torch.cat((model.cls_token.expand(len(h), -1, -1), h), 1) + model.pos_embed
+    else:
+        h = torch.cat((model.reg_token.expand(len(h), -1, -1), h + model.pos_embed), 1)
     for blk in model.blocks:
         at = blk.attn
         B, N, D = h.shape
@@ -284,27 +289,33 @@ def _materialised_forward(model, x):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, nh, N, hd)
         a = (q @ k.transpose(-2, -1) / at.head_dim**0.5).softmax(-1)  # (B, nh, N, N)
         attns.append(a)
-        h = h + at.proj((a @ v).transpose(1, 2).reshape(B, N, D))
-        h = h + blk.mlp(blk.norm2(h))
-    return model.head(model.norm(h)[:, 0]), attns
+        h = h + blk.ls1(at.proj((a @ v).transpose(1, 2).reshape(B, N, D)))
+        h = h + blk.ls2(blk.mlp(blk.norm2(h)))
+    if model.cfg.class_token:
+        return model.head(model.norm(h)[:, 0]), attns
+    return model.head(model.fc_norm(h[:, model.cfg.reg_tokens:].mean(1))), attns
 
 
-def _paper_rollout(attns) -> np.ndarray:
+def _paper_rollout(attns, prefix: int = 1, cls: bool = True) -> np.ndarray:
     """Abnar & Zuidema, in their notation: A_hat = 0.5 W_att + 0.5 I, rolled out first layer
-    first; the [CLS] row over the patches, normalised."""
+    first; the [CLS] row (or the mean of the patch rows) over the patches, normalised."""
     out = []
     for b in range(attns[0].shape[0]):
         R = np.eye(attns[0].shape[-1])
         for a in attns:
             R = (0.5 * a[b].mean(0).double().numpy() + 0.5 * np.eye(len(R))) @ R
-        out.append(R[0, 1:] / R[0, 1:].sum())
+        row = R[0, prefix:] if cls else R[prefix:, prefix:].mean(0)
+        out.append(row / row.sum())
     return np.stack(out)
 
 
-def test_rollout_equals_one_from_materialised_attention():
+@pytest.mark.parametrize("options", [{}, dict(class_token=False, global_pool="avg", reg_tokens=2,
+                                             no_embed_class=True, layer_scale=0.5)],
+                         ids=["cls", "avg-registers"])
+def test_rollout_equals_one_from_materialised_attention(options):
     torch.manual_seed(0)
     cfg = {k: v for k, v in TINY_MODEL.items() if k != "variant"}
-    model = build_vit("custom", **{**cfg, "depth": 3}, num_classes=5).eval()
+    model = build_vit("custom", **{**cfg, "depth": 3}, num_classes=5, **options).eval()
     classifier = ImageClassifier(model).eval()
     with torch.no_grad():
         for blk in model.blocks:  # sharper attention than at init, so heads and layers differ
@@ -318,14 +329,15 @@ def test_rollout_equals_one_from_materialised_attention():
     torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)  # same attention
     torch.testing.assert_close(logits_list, logits, atol=1e-6, rtol=0)
     torch.testing.assert_close(masks_list, masks, atol=1e-6, rtol=0)
-    expected = _paper_rollout(attns)
+    expected = _paper_rollout(attns, model.cfg.num_prefix_tokens, model.cfg.class_token)
     assert masks.shape == (2, 4, 4)
     assert (masks >= 0).all()
     np.testing.assert_allclose(masks.sum((1, 2)).numpy(), 1.0, atol=1e-6)
     np.testing.assert_allclose(masks.reshape(2, -1).numpy(), expected, atol=1e-6)
     # the check can fail: neither uniform nor the same when the layers are rolled in reverse
     assert np.abs(expected - 1 / 16).max() > 1e-2
-    assert np.abs(_paper_rollout(attns[::-1]) - expected).max() > 1e-3
+    assert np.abs(_paper_rollout(attns[::-1], model.cfg.num_prefix_tokens,
+                                 model.cfg.class_token) - expected).max() > 1e-3
     assert not model.blocks[0].attn.qkv._forward_hooks  # the hooks are gone afterwards
 
 
@@ -339,6 +351,19 @@ def test_rollout_of_a_hand_made_attention_points_at_the_attended_patch():
     expected = torch.zeros(9)
     expected[5] = 1.0
     torch.testing.assert_close(mask.reshape(-1), expected)
+
+
+def test_rollout_of_an_avg_pooled_model_with_registers_leaves_the_registers_out():
+    P, N = 3, 3 + 9  # 3 register tokens before the 3x3 patches: left out of the map
+    a = torch.full((1, N, N), 1.0 / N)
+    a[0, P:] = 0.0
+    a[0, P:, P + 5] = 1.0  # every patch attends only to patch 5
+    mask = attention_rollout([a], num_prefix_tokens=P, global_pool="avg").reshape(-1)
+    expected = torch.full((9,), 0.5 / 9)  # half each patch itself (the residual), half patch 5
+    expected[5] += 0.5
+    torch.testing.assert_close(mask, expected)
+    with pytest.raises(ValueError, match="12 tokens are not 1 prefix token"):
+        attention_rollout([a])  # [CLS] + 11 patches: not a square grid
 
 
 def test_explain_api_cli_and_overlay(trained, predictor, image_tree, tmp_path, monkeypatch,

@@ -8,6 +8,7 @@ or DVC.
     classifier.py  ImageClassifier (preprocess + ViT), autocast_dtype, batched_logits
     artifact.py    the trained-model file: save_checkpoint, load_classifier
     mapping.py     a timm-layout state dict fitted to a config (head, position embeddings)
+    diagnose.py    what a checkpoint that does not fit has (registers, a MAP head, ...), named
     formats.py     transformers / torchvision / Google .npz layouts -> timm's
     pretrained.py  read a checkpoint file or hub id; load_pretrained
 

@@ -46,13 +46,13 @@ difference.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 
 import torch
 
 from ..errors import CheckpointError
+from .diagnose import is_square
 from .mapping import fit_to_model, strip_wrapper_prefixes
 from .variants import ViTConfig
 
@@ -260,7 +260,7 @@ def _npz_to_timm(state: State, *, big_vision: bool) -> State:
     move("cls", "cls_token")
     move("pos_embedding" if big_vision else "Transformer/posembed_input/pos_embedding", "pos_embed")
     pe = out.get("pos_embed")
-    if "cls_token" in out and pe is not None and pe.ndim == 3 and _is_square(pe.shape[1]):
+    if "cls_token" in out and pe is not None and pe.ndim == 3 and is_square(pe.shape[1]):
         # big_vision adds the position embedding to the patches before prepending [CLS]: ours
         # adds it after, so the [CLS] position is a zero row (exactly equivalent).
         out["pos_embed"] = torch.cat((pe.new_zeros(pe.shape[0], 1, pe.shape[2]), pe), dim=1)
@@ -292,10 +292,6 @@ def _npz_to_timm(state: State, *, big_vision: bool) -> State:
             move(b + f"{mlp}/Dense_{j - 1}/bias", t + f"mlp.fc{j}.bias")
     out.update(w)  # whatever is left is not ours: reported as unexpected keys, by .npz name
     return out
-
-
-def _is_square(n: int) -> bool:
-    return math.isqrt(n) ** 2 == n
 
 
 def _unscan(w: State) -> State:

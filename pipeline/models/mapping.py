@@ -2,8 +2,10 @@
 layout (ours) fitted to a model config, as timm's ``checkpoint_filter_fn`` does. It strips wrapper
 prefixes, drops the classifier head when the task changes (the new head is zero-initialised, as the
 ViT paper fine-tunes), resizes the position embeddings when the patch grid differs (the one resize
-in the code base), and fails with the full list of missing / unexpected keys and shape clashes
-otherwise. :mod:`pipeline.models.formats` brings other layouts to timm's first.
+in the code base), and otherwise fails naming the features of the checkpoint the config lacks
+(:mod:`pipeline.models.diagnose`: register tokens, average pooling, a MAP head, ...) above the full
+list of missing / unexpected keys and shape clashes. :mod:`pipeline.models.formats` brings other
+layouts to timm's first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from .diagnose import checkpoint_causes, is_square
 from .variants import ViTConfig
 from .vit import VisionTransformer
 
@@ -58,13 +61,15 @@ def resize_pos_embed(
 ) -> torch.Tensor:
     """Resample (1, prefix + g*g, D) position embeddings to a new square grid, bicubic.
 
-    The [CLS] position is kept; the patch positions are interpolated as an image. The defaults are
+    The ``num_prefix_tokens`` positions ([CLS], registers; 0 where the position embeddings cover
+    the patches only) are kept; the patch positions are interpolated as an image. The defaults are
     timm's ``resample_abs_pos_embed`` (bicubic, antialias), so both give the same numbers; other
     libraries resample otherwise (``formats.POS_EMBED_RESAMPLING``)."""
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    if not is_square(grid.shape[1]):
+        raise CheckpointError(f"pos_embed has {grid.shape[1]} patch positions after "
+                              f"{num_prefix_tokens} prefix token(s): not a square grid")
     old = math.isqrt(grid.shape[1])
-    if old * old != grid.shape[1]:
-        raise CheckpointError(f"pos_embed has {grid.shape[1]} patch positions: not a square grid")
     if old == new_grid:
         return pos_embed
     D = grid.shape[-1]
@@ -94,9 +99,11 @@ def fit_to_model(
     state: dict[str, torch.Tensor], cfg: ViTConfig, *, keep_head: bool = False,
     fmt: str = "timm",
 ) -> dict[str, torch.Tensor]:
-    """Fit a state dict in the timm layout (class token, no register tokens) to our model for
-    ``cfg``: the one place position embeddings are resized (as library ``fmt`` resamples them,
-    see ``POS_EMBED_RESAMPLING``) and the head is replaced.
+    """Fit a state dict in the timm layout to our model for ``cfg``: the one place position
+    embeddings are resized (as library ``fmt`` resamples them, see ``POS_EMBED_RESAMPLING``;
+    ``cfg.pos_embed_prefix`` rows kept, as timm's ``checkpoint_filter_fn``) and the head is
+    replaced. A checkpoint that does not fit gets a CheckpointError whose first line names the
+    cause (:func:`~pipeline.models.diagnose.checkpoint_causes`), then the keys and shapes.
 
     By default the head is replaced by a zero-initialised one (a new task, even with the same class
     count); ``keep_head=True`` keeps a trained head whose shape fits (same task, e.g. inference)."""
@@ -104,10 +111,12 @@ def fit_to_model(
     want = expected_shapes(cfg)
     out = {k: v for k, v in state.items() if k not in _HEAD_KEYS}
 
-    pe = out.get("pos_embed")
-    if isinstance(pe, torch.Tensor) and "pos_embed" in want and pe.ndim == 3 \
-            and tuple(pe.shape) != want["pos_embed"] and pe.shape[-1] == want["pos_embed"][-1]:
-        out["pos_embed"] = resize_pos_embed(pe, cfg.grid_size, **POS_EMBED_RESAMPLING[fmt])
+    pe, prefix = out.get("pos_embed"), cfg.pos_embed_prefix
+    if isinstance(pe, torch.Tensor) and pe.ndim == 3 and tuple(pe.shape) != want["pos_embed"] \
+            and pe.shape[-1] == want["pos_embed"][-1] and is_square(pe.shape[1] - prefix):
+        # (only where cfg's prefix leaves a square grid; otherwise the checkpoint has other
+        # prefix tokens, which the error below names)
+        out["pos_embed"] = resize_pos_embed(pe, cfg.grid_size, prefix, **POS_EMBED_RESAMPLING[fmt])
 
     head = {k: state[k] for k in _HEAD_KEYS if k in state}
     if cfg.num_classes > 0:
@@ -124,14 +133,18 @@ def fit_to_model(
         if tuple(out[k].shape) != want[k]
     ]
     if missing or unexpected or clashes:
-        raise CheckpointError(
+        # the cause first (what the checkpoint has that cfg lacks), then the keys and shapes
+        first, *more = checkpoint_causes(state, cfg) or [""]
+        lines = [
             "checkpoint does not fit ViT config "
             f"(embed_dim={cfg.embed_dim}, depth={cfg.depth}, patch={cfg.patch_size}, "
-            f"img={cfg.img_size}):"
-            + (f"\n  missing keys ({len(missing)}): {missing[:20]}" if missing else "")
-            + (f"\n  unexpected keys ({len(unexpected)}): {unexpected[:20]}" if unexpected else "")
-            + (f"\n  shape clashes ({len(clashes)}): {clashes[:20]}" if clashes else "")
-        )
+            f"img={cfg.img_size}): {first}".rstrip(),
+            *more,
+            *([f"missing keys ({len(missing)}): {missing[:20]}"] if missing else []),
+            *([f"unexpected keys ({len(unexpected)}): {unexpected[:20]}"] if unexpected else []),
+            *([f"shape clashes ({len(clashes)}): {clashes[:20]}"] if clashes else []),
+        ]
+        raise CheckpointError("\n  ".join(lines))
     return {k: out[k].float() if out[k].is_floating_point() else out[k] for k in want}
 
 

@@ -15,6 +15,9 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+GLOBAL_POOLS = ("token", "avg")
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")  # exact GELU; x * sigmoid(1.702 x); tanh approx.
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -33,6 +36,16 @@ class ViTConfig:
     attn_dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth rate of the last block (linear from 0)
     layer_norm_eps: float = 1e-6  # timm / torchvision / big_vision; transformers' ViT uses 1e-12
+    # What the strongest public checkpoints add (timm's names and meanings; the defaults are the
+    # paper's ViT, so a config without these keys is the model it always was):
+    class_token: bool = True  # a learned [CLS] token before the patches
+    global_pool: str = "token"  # GLOBAL_POOLS: the [CLS] token, or the mean of the patch tokens
+    fc_norm: bool | None = None  # the final LayerNorm after pooling (None: with "avg" pooling)
+    reg_tokens: int = 0  # register tokens after the [CLS] token (Darcet et al. 2024)
+    no_embed_class: bool = False  # position embeddings for the patches only, prefix tokens none
+    layer_scale: float | None = None  # LayerScale init of each residual branch (CaiT); None: off
+    pre_norm: bool = False  # a LayerNorm before the blocks, patch projection without bias (CLIP)
+    act: str = "gelu"  # the MLP's activation: ACTIVATIONS
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
@@ -53,6 +66,16 @@ class ViTConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.layer_norm_eps < 1.0:
             raise ValueError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps}")
+        for name, allowed in (("global_pool", GLOBAL_POOLS), ("act", ACTIVATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs class_token=True; a model without a "
+                             "class token pools with global_pool='avg'")
+        if self.reg_tokens < 0:
+            raise ValueError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
+        if self.layer_scale is not None and not self.layer_scale > 0.0:
+            raise ValueError(f"layer_scale must be > 0 (or None: off), got {self.layer_scale}")
 
     @property
     def grid_size(self) -> int:
@@ -61,6 +84,21 @@ class ViTConfig:
     @property
     def num_patches(self) -> int:
         return self.grid_size**2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: the [CLS] token, then the register tokens."""
+        return int(self.class_token) + self.reg_tokens
+
+    @property
+    def pos_embed_prefix(self) -> int:
+        """Prefix tokens that have a position embedding: none with ``no_embed_class``."""
+        return 0 if self.no_embed_class else self.num_prefix_tokens
+
+    @property
+    def use_fc_norm(self) -> bool:
+        """Whether the final LayerNorm comes after pooling (``fc_norm``) instead of before."""
+        return self.global_pool == "avg" if self.fc_norm is None else self.fc_norm
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -5,6 +5,14 @@ Scale", ICLR 2021 (arXiv 2010.11929). Pre-norm encoder blocks, a [CLS] token and
 position embeddings; attention runs through ``F.scaled_dot_product_attention`` so the
 flash / memory-efficient kernels are used where the device has them.
 
+The options the strongest public checkpoints need, as timm names them (``ViTConfig``; the
+defaults are the paper's model): no [CLS] token and average pooling with a LayerNorm after it
+(``global_pool="avg"``, ``fc_norm``), register tokens (``reg_tokens``, Darcet et al. 2024,
+"Vision Transformers Need Registers"), position embeddings for the patches only
+(``no_embed_class``: DeiT III, DINOv2 with registers), LayerScale (``layer_scale``, Touvron et
+al. 2021, CaiT), a LayerNorm before the blocks (``pre_norm``: CLIP), no qkv bias, and the MLP
+activation (quick-GELU: OpenAI CLIP; tanh GELU: SigLIP).
+
 Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``blocks.N.attn.qkv``,
 ...) so a timm checkpoint maps onto this model by a small, pure state-dict filter
 (``pipeline.models.pretrained``). This module knows nothing of training, Lightning or MLflow.
@@ -29,11 +37,15 @@ __all__ = ["ViTConfig", "VisionTransformer", "build_vit"]
 class PatchEmbed(nn.Module):
     """Split the image into non-overlapping patches and project them (a strided conv)."""
 
-    def __init__(self, *, img_size: int, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    def __init__(
+        self, *, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True
+    ) -> None:
         super().__init__()
         self.img_size = img_size
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(
+            in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=bias
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -70,11 +82,25 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``, the GELU approximation OpenAI's CLIP was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {  # ViTConfig.act -> the module
+    "gelu": nn.GELU,
+    "quick_gelu": QuickGELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # SigLIP (big_vision's default GELU)
+}
+
+
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int, *, dropout: float) -> None:
+    def __init__(self, dim: int, hidden_dim: int, *, act: str, dropout: float) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
+        self.act = ACTIVATIONS[act]()
         self.drop1 = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop2 = nn.Dropout(dropout)
@@ -102,8 +128,21 @@ class DropPath(nn.Module):
         return f"rate={self.rate}"
 
 
+class LayerScale(nn.Module):
+    """A learned per-channel scale of a residual branch, initialised to ``init`` (CaiT)."""
+
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.init = init
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class Block(nn.Module):
-    """Pre-norm encoder block: x + MSA(LN(x)), then x + MLP(LN(x))."""
+    """Pre-norm encoder block: x + MSA(LN(x)), then x + MLP(LN(x)); with ``layer_scale`` each
+    branch is scaled per channel first (``ls1``, ``ls2``)."""
 
     def __init__(self, cfg: ViTConfig, drop_path: float) -> None:
         super().__init__()
@@ -117,44 +156,57 @@ class Block(nn.Module):
             dropout=cfg.dropout,
         )
         self.norm2 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), dropout=cfg.dropout)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), act=cfg.act, dropout=cfg.dropout)
+        scale = cfg.layer_scale
+        self.ls1 = LayerScale(dim, scale) if scale else nn.Identity()
+        self.ls2 = LayerScale(dim, scale) if scale else nn.Identity()
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
 
 class VisionTransformer(nn.Module):
-    """ViT classifier: ``forward_features`` -> [CLS] pooling -> ``forward_head``."""
+    """ViT classifier: ``forward_features`` -> ``pool`` ([CLS] token or patch mean) ->
+    ``forward_head``."""
 
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        D = cfg.embed_dim
+        D, eps = cfg.embed_dim, cfg.layer_norm_eps
         self.patch_embed = PatchEmbed(
-            img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, embed_dim=D
+            img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, embed_dim=D,
+            bias=not cfg.pre_norm,  # CLIP: the pre-norm follows, so the projection has no bias
         )
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, D))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        self.reg_token = nn.Parameter(torch.zeros(1, cfg.reg_tokens, D)) if cfg.reg_tokens else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_embed_prefix + cfg.num_patches, D))
         self.pos_drop = nn.Dropout(cfg.dropout)
+        self.norm_pre = nn.LayerNorm(D, eps=eps) if cfg.pre_norm else nn.Identity()
         # stochastic depth grows linearly with depth: 0 for the first block, drop_path for the last
         rates = [cfg.drop_path * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.Sequential(*(Block(cfg, drop_path=r) for r in rates))
-        self.norm = nn.LayerNorm(D, eps=cfg.layer_norm_eps)
+        # the final LayerNorm: on the tokens (norm), or on the pooled features (fc_norm)
+        self.norm = nn.Identity() if cfg.use_fc_norm else nn.LayerNorm(D, eps=eps)
+        self.fc_norm = nn.LayerNorm(D, eps=eps) if cfg.use_fc_norm else nn.Identity()
         self.head = nn.Linear(D, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Init as the paper / big_vision: trunc-normal(0.02) embeddings, xavier linears,
-        LeCun-normal patch projection, and a zero-initialised head."""
+        LeCun-normal patch projection, and a zero-initialised head (register tokens and
+        LayerScale as timm: N(0, 1e-6) and the ``layer_scale`` value)."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        for token in (self.cls_token, self.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
         w = self.patch_embed.proj.weight
         fan_in = w.shape[1] * w.shape[2] * w.shape[3]
         nn.init.trunc_normal_(w, std=math.sqrt(1.0 / fan_in) / 0.87962566103423978)
-        nn.init.zeros_(self.patch_embed.proj.bias)
+        if self.patch_embed.proj.bias is not None:
+            nn.init.zeros_(self.patch_embed.proj.bias)
         for name, m in self.blocks.named_modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -163,7 +215,10 @@ class VisionTransformer(nn.Module):
                         nn.init.normal_(m.bias, std=1e-6)
                     else:
                         nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
+            elif isinstance(m, LayerScale):
+                nn.init.constant_(m.gamma, m.init)
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         self.reset_head()
@@ -175,15 +230,28 @@ class VisionTransformer(nn.Module):
             nn.init.zeros_(self.head.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> normalised tokens (B, 1 + N, D), [CLS] first."""
+        """(B, C, H, W) -> tokens (B, prefix + N, D): [CLS] (if any), registers, then patches;
+        normalised unless the LayerNorm comes after pooling (``fc_norm``)."""
         x = self.patch_embed(x)  # (B, N, D)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
-        x = torch.cat((cls, x), dim=1) + self.pos_embed  # (B, 1 + N, D)
-        x = self.blocks(self.pos_drop(x))
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token)
+                  if t is not None]  # (B, 1, D) and (B, R, D)
+        if self.cfg.no_embed_class:  # position embeddings for the patches only
+            x = torch.cat([*prefix, x + self.pos_embed], dim=1)
+        else:
+            x = torch.cat([*prefix, x], dim=1) + self.pos_embed  # (B, prefix + N, D)
+        x = self.norm_pre(self.pos_drop(x))
+        x = self.blocks(x)
         return self.norm(x)
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, prefix + N, D) -> (B, D): the [CLS] token, or the mean of the patch tokens
+        (class and register tokens left out, as timm)."""
+        if self.cfg.global_pool == "token":
+            return x[:, 0]
+        return x[:, self.cfg.num_prefix_tokens :].mean(dim=1)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0]  # [CLS] token, (B, D)
+        x = self.fc_norm(self.pool(x))  # (B, D)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,11 +267,12 @@ class VisionTransformer(nn.Module):
 
     def layer_index(self, name: str) -> int:
         """The depth of parameter ``name`` for layer-wise lr decay, BEiT's numbering: 0 for what
-        comes before the blocks (patch and position embeddings, class token), ``i + 1`` for
-        ``blocks.i``, ``depth + 1`` for what comes after (the final norm, the head)."""
+        comes before the blocks (patch and position embeddings, class and register tokens, the
+        pre-norm), ``i + 1`` for ``blocks.i``, ``depth + 1`` for what comes after (the final
+        norm or ``fc_norm``, the head)."""
         if name.startswith("blocks."):
             return int(name.split(".")[1]) + 1
-        if name.startswith(("patch_embed.", "cls_token", "pos_embed")):
+        if name.startswith(("patch_embed.", "cls_token", "reg_token", "pos_embed", "norm_pre.")):
             return 0
         return self.cfg.depth + 1
 

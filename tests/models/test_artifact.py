@@ -2,6 +2,8 @@
 ``load_classifier`` gives back whole (same logits, classes, info, preprocessing); anything else
 is refused in one line naming the file; and the weights, under timm's names, load in timm."""
 
+import json
+
 import pytest
 import timm
 import torch
@@ -151,3 +153,41 @@ def test_fine_tuning_starts_from_a_model_file_of_ours(tmp_path):
                     assert torch.equal(v, want[k])
             else:
                 assert torch.equal(v, want[k]), k
+
+
+# the config keys the checkpoint families added (issue 17); files written before have none
+NEW_KEYS = ("class_token", "global_pool", "fc_norm", "reg_tokens", "no_embed_class",
+            "layer_scale", "pre_norm", "act")
+
+
+def test_a_model_file_from_before_the_family_options_still_loads(tmp_path):
+    """A file whose recorded config lacks the new keys is the paper's ViT it always was."""
+    from safetensors import safe_open
+
+    ours = _classifier()
+    path = save_checkpoint(ours, tmp_path / "new.safetensors", classes=CLASSES)
+    with safe_open(str(path), framework="pt") as f:
+        meta, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    old = {k: v for k, v in json.loads(meta["vit_config"]).items() if k not in NEW_KEYS}
+    assert set(NEW_KEYS).isdisjoint(old)
+    save_file(state, str(tmp_path / MODEL_FILE), metadata={**meta, "vit_config": json.dumps(old)})
+    trained = load_classifier(tmp_path / MODEL_FILE)
+    assert trained.cfg == CFG
+    images = _images()
+    with torch.no_grad():
+        assert torch.equal(trained.classifier(images), ours(images))
+
+
+def test_a_model_file_of_another_family_round_trips(tmp_path):
+    """Registers, average pooling with fc_norm, LayerScale, a pre-norm, no qkv bias and
+    quick-GELU are recorded in the file and rebuilt from it: the same logits."""
+    cfg = ViTConfig(**{**CFG.to_dict(), "class_token": False, "global_pool": "avg",
+                       "reg_tokens": 2, "no_embed_class": True, "layer_scale": 0.1,
+                       "pre_norm": True, "qkv_bias": False, "act": "quick_gelu",
+                       "layer_norm_eps": 1e-5})
+    ours = _classifier(cfg)
+    trained = load_classifier(save_checkpoint(ours, tmp_path / MODEL_FILE, classes=CLASSES))
+    assert trained.cfg == cfg and "reg_token" in trained.classifier.vit.state_dict()
+    images = _images()
+    with torch.no_grad():
+        assert torch.equal(trained.classifier(images), ours(images))

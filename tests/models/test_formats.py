@@ -71,7 +71,8 @@ def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
             rand(m.bias, 0.1)
         elif isinstance(m, (nn.Linear, nn.Conv2d)):
             rand(m.weight, 1 / math.sqrt(m.weight[0].numel()))
-            rand(m.bias, 0.1)
+            if m.bias is not None:  # CLIP's patch projection, qkv without bias
+                rand(m.bias, 0.1)
         elif isinstance(m, nn.MultiheadAttention):  # torchvision's fused in_proj
             rand(m.in_proj_weight, 1 / math.sqrt(m.embed_dim))
             rand(m.in_proj_bias, 0.1)

@@ -41,6 +41,36 @@ def test_output_and_feature_shapes(variant):
     assert model(x).shape == (3, 7)
 
 
+@pytest.mark.parametrize(("options", "prefix", "pos_rows"), [
+    (dict(reg_tokens=4), 5, 5 + 16),  # [CLS] + 4 registers, all with position embeddings
+    (dict(reg_tokens=4, no_embed_class=True), 5, 16),  # the patches only
+    (dict(class_token=False, global_pool="avg"), 0, 16),
+])
+def test_prefix_tokens_position_embeddings_and_pooling(options, prefix, pos_rows):
+    model = build_vit("Ti/4", img_size=16, num_classes=3, depth=1, **options).eval()
+    for p in model.parameters():  # not the zero head and tiny tokens of the init
+        torch.nn.init.normal_(p)
+    x = torch.randn(2, 3, 16, 16)
+    feats = model.forward_features(x)
+    assert model.cfg.num_prefix_tokens == prefix and model.pos_embed.shape[1] == pos_rows
+    assert feats.shape == (2, prefix + 16, 192)
+    pooled = model.forward_head(feats, pre_logits=True)
+    if model.cfg.global_pool == "token":
+        torch.testing.assert_close(pooled, feats[:, 0])
+    else:  # the LayerNorm after pooling (fc_norm), the final norm an identity
+        assert isinstance(model.norm, torch.nn.Identity)
+        torch.testing.assert_close(pooled, model.fc_norm(feats[:, prefix:].mean(1)))
+
+
+def test_options_init_as_timm():
+    model = build_vit("Ti/4", img_size=16, num_classes=3, depth=2, reg_tokens=4, layer_scale=1e-5,
+                      pre_norm=True, qkv_bias=False)
+    assert model.reg_token.abs().max() < 1e-4 and model.reg_token.abs().max() > 0
+    assert torch.equal(model.blocks[1].ls2.gamma, torch.full((192,), 1e-5))
+    assert model.patch_embed.proj.bias is None and model.blocks[0].attn.qkv.bias is None
+    assert torch.equal(model.norm_pre.weight, torch.ones(192))
+
+
 def test_head_is_zero_initialised_and_backbone_is_not():
     model = build_vit("Ti/4", img_size=16, num_classes=5, depth=1)
     assert torch.count_nonzero(model.head.weight) == 0
@@ -100,6 +130,11 @@ def test_drop_path_matches_timm_bitwise():
         (dict(drop_path=1.0), "drop_path must be in [0, 1)"),
         (dict(depth=0), "depth must be >= 1"),
         (dict(layer_norm_eps=0.0), "layer_norm_eps must be in (0, 1), got 0.0"),
+        (dict(class_token=False), "global_pool='token' needs class_token=True"),
+        (dict(global_pool="map"), "global_pool must be one of ('token', 'avg'), got 'map'"),
+        (dict(act="relu"), "act must be one of ('gelu', 'quick_gelu', 'gelu_tanh'), got 'relu'"),
+        (dict(reg_tokens=-1), "reg_tokens must be >= 0, got -1"),
+        (dict(layer_scale=0.0), "layer_scale must be > 0 (or None: off), got 0.0"),
     ],
 )
 def test_bad_configs_fail_early_with_a_message(kwargs, message):

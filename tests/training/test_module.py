@@ -56,8 +56,12 @@ def test_weight_decay_only_on_matrices_and_backbone_lr_scaled():
     assert sum(len(g["params"]) for g in groups.values()) == len(list(model.parameters()))
 
 
-def test_layer_decay_scales_each_layer_from_the_head_down():
-    model = build_vit("Ti/4", img_size=16, num_classes=3, depth=3)
+@pytest.mark.parametrize("options", [
+    {},  # the paper's ViT; then registers, a pre-norm, LayerScale and fc_norm (average pooling)
+    dict(reg_tokens=2, pre_norm=True, layer_scale=0.1, class_token=False, global_pool="avg"),
+], ids=["paper", "registers-prenorm-fcnorm"])
+def test_layer_decay_scales_each_layer_from_the_head_down(options):
+    model = build_vit("Ti/4", img_size=16, num_classes=3, depth=3, **options)
     groups = param_groups(model, lr=2.0, weight_decay=0.1, backbone_lr_scale=0.5,
                           layer_decay=0.7)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -67,12 +71,17 @@ def test_layer_decay_scales_each_layer_from_the_head_down():
             want = 2.0
         elif name.startswith("blocks."):
             want = 2.0 * 0.5 * 0.7 ** (3 - int(name.split(".")[1]))  # block 2: one decay
-        elif name.startswith("norm."):
-            want = 2.0 * 0.5  # the final norm sits with the head
+        elif name.startswith(("norm.", "fc_norm.")):
+            want = 2.0 * 0.5  # the final norm (before or after pooling) sits with the head
         else:
-            assert name.split(".")[0] in ("cls_token", "pos_embed", "patch_embed"), name
+            assert name.split(".")[0] in ("cls_token", "reg_token", "pos_embed", "patch_embed",
+                                          "norm_pre"), name
             want = 2.0 * 0.5 * 0.7 ** 4  # below block 0
         assert lr_of[id(p)] == pytest.approx(want), name
+    if options:  # the new parameters are there, and numbered as above
+        assert {"reg_token", "norm_pre", "fc_norm", "blocks"} <= \
+            {n.split(".")[0] for n, _ in model.named_parameters()}
+        assert model.layer_index("blocks.2.ls2.gamma") == 3
     names = [g["name"] for g in groups]
     assert len(names) == len(set(names)) and "backbone_decay_layer2" in names
     assert all(g["weight_decay"] == (0.1 if "_decay" in g["name"] and "no_decay" not in g["name"]
