@@ -34,6 +34,8 @@ PosInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 NonNegFloat = Annotated[float, Field(ge=0.0)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 # a checkpoint dir, a DVC stage suffix, an MLflow run name and a registered-model suffix
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64)]
 
@@ -148,15 +150,25 @@ class ModelParams(_Strict):
     qkv_bias: bool = True
     act: Literal[ACTIVATIONS] = "gelu"  # not in the weights: set it
     layer_norm_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-6  # CLIP: 1e-5
+    # the input normalisation the weights were trained with, per RGB channel (applied on the
+    # device after scaling to [0, 1]): timm's augreg ViTs 0.5 / 0.5; CLIP, DINOv2 and DeiT their
+    # own (README, "Which pretraining?"); recorded in every trained model file
+    mean: tuple[Unit, Unit, Unit] = (0.5, 0.5, 0.5)
+    std: tuple[PosFloat, PosFloat, PosFloat] = (0.5, 0.5, 0.5)
 
     @model_validator(mode="after")
     def _buildable(self) -> ModelParams:
         self.vit_config(num_classes=1)  # ValueError names the clash
         return self
 
+    @property
+    def normalisation(self) -> dict[str, tuple[float, ...]]:
+        """``{"mean": ..., "std": ...}``, as :class:`~pipeline.models.DevicePreprocess` takes them."""
+        return {"mean": tuple(self.mean), "std": tuple(self.std)}
+
     def vit_config(self, *, num_classes: int) -> ViTConfig:
         """RGB always: grayscale data is expanded on the device, as pretrained ViTs expect."""
-        overrides = self.model_dump(exclude={"variant"}, exclude_none=True)
+        overrides = self.model_dump(exclude={"variant", "mean", "std"}, exclude_none=True)
         if self.variant != "custom" and "patch_size" in overrides:
             raise ValueError(
                 f"patch_size is part of the variant name ({self.variant!r}); "

@@ -97,6 +97,10 @@ def test_missing_key_is_an_error_not_a_silent_default():
          "scratch.scratch_ti4.train.ema_decay: Input should be less than 1"),
         (lambda d: d.update(scratch={}, finetune={}),
          "no variants: scratch and finetune are both empty"),
+        (lambda d: d["finetune"]["finetune_b16"]["model"].update(std=[0.5, 0.0, 0.5]),
+         "finetune.finetune_b16.model.std.1: Input should be greater than 0; got 0.0"),
+        (lambda d: d["finetune"]["finetune_b16"]["model"].update(mean=[0.5, 0.5]),
+         "finetune.finetune_b16.model.mean.2: Field required; got [0.5, 0.5]"),
         (lambda d: d["finetune"]["finetune_b16"].update(layer_decay=1.5),
          "finetune.finetune_b16.layer_decay: Input should be less than or equal to 1; got 1.5"),
         (lambda d: d["scratch"]["scratch_ti4"].update(layer_decay=0.7),
@@ -212,6 +216,33 @@ def test_the_readme_vit_l16_block_is_valid_params():
     assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size) == (1024, 24, 16, 16)
     with torch.device("meta"):
         assert sum(p.numel() for p in VisionTransformer(cfg).parameters()) == 303_311_882
+
+
+def test_the_readme_which_pretraining_block_fits_its_hub_models():
+    """README.md's "Which pretraining?" block, pasted into params.yaml, is valid params, and each
+    of its fine-tune variants fits the architecture of its hub id: timm's model of that name,
+    full size on the meta device, goes through our loader (its position embeddings resampled to
+    the variant's 224 px) without a complaint."""
+    import timm
+    import torch
+
+    from pipeline.models.mapping import timm_to_ours
+
+    blocks = re.findall(r"```yaml\n(pretrained:\n  b16_clip:.*?)```",
+                        (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, "README.md: the Which pretraining? block (```yaml pretrained: b16_clip:)"
+    data = copy.deepcopy(_real())
+    for section, entries in yaml.safe_load(blocks[0]).items():
+        data[section].update(entries)
+    params = parse_params(data, "params.yaml + README's Which pretraining? block")
+    for variant in ("finetune_b16_clip", "finetune_b14_dinov2"):
+        ft = params.finetune[variant]
+        hub_id = params.pretrained[ft.pretrained].hub_id
+        with torch.device("meta"):
+            ref = timm.create_model(hub_id.removeprefix("timm/").split(".")[0], pretrained=False)
+            state = timm_to_ours(ref.state_dict(), ft.model.vit_config(num_classes=10))
+        assert state["pos_embed"].shape[1] == ft.model.vit_config(num_classes=10).num_patches \
+            + (0 if ft.model.no_embed_class else 1), variant
 
 
 @pytest.mark.parametrize(("update", "expected"), [

@@ -246,7 +246,7 @@ def fit(
             num_params=num_params,
         )
         if trainer.is_global_zero:
-            model_file = export_model(Path(ckpt.best_model_path), model.cfg, out_dir, classes,
+            model_file = export_model(Path(ckpt.best_model_path), model, out_dir, classes,
                                       info={"variant": name, "stage": stage,
                                             "run_id": logger.run_id,
                                             "best_val_acc": result.best_val_acc,
@@ -264,9 +264,11 @@ def fit(
         raise
 
 
-def export_model(best_ckpt: Path, cfg, out_dir: Path, classes: list[str], info: dict) -> Path:
+def export_model(best_ckpt: Path, model: ImageClassifier, out_dir: Path, classes: list[str],
+                 info: dict) -> Path:
     """The best checkpoint's weights as the trained-model file ``<out_dir>/model.safetensors``
-    (with its config, class names and preprocessing), written atomically."""
-    vit = VisionTransformer(cfg)
+    (with its config, class names and ``model``'s preprocessing), written atomically."""
+    vit = VisionTransformer(model.cfg)
     vit.load_state_dict(read_weights(best_ckpt))
-    return save_checkpoint(ImageClassifier(vit), out_dir / MODEL_FILE, classes=classes, info=info)
+    return save_checkpoint(ImageClassifier(vit, model.preprocess), out_dir / MODEL_FILE,
+                           classes=classes, info=info)
