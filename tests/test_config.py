@@ -196,6 +196,18 @@ def test_an_optimizer_holds_only_its_own_fields():
     assert "scratch.scratch_ti4.train.optimizer" in msg and "'lion'" in msg
 
 
+def _readme_block_params(first_source: str, what: str):
+    """params.yaml with README.md's ```yaml block that starts ``pretrained: <first_source>:``
+    pasted in (its sections merged into params.yaml's), parsed."""
+    blocks = re.findall(rf"```yaml\n(pretrained:\n  {first_source}:.*?)```",
+                        (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 1, f"README.md: the {what} block (```yaml pretrained: {first_source}:)"
+    data = copy.deepcopy(_real())
+    for section, entries in yaml.safe_load(blocks[0]).items():
+        data[section].update(entries)
+    return parse_params(data, f"params.yaml + README's {what} block")
+
+
 def test_the_readme_vit_l16_block_is_valid_params():
     """README.md's ViT-L/16 block, pasted into params.yaml, is a valid study with one more
     fine-tune variant: ViT-L/16 at 224 from its own weights source."""
@@ -203,13 +215,7 @@ def test_the_readme_vit_l16_block_is_valid_params():
 
     from pipeline.models import VisionTransformer
 
-    blocks = re.findall(r"```yaml\n(pretrained:\n  l16_in21k:.*?)```",
-                        (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 1, "README.md: the ViT-L/16 block (```yaml pretrained: l16_in21k:)"
-    data = copy.deepcopy(_real())
-    for section, entries in yaml.safe_load(blocks[0]).items():
-        data[section].update(entries)
-    params = parse_params(data, "params.yaml + README's ViT-L/16 block")
+    params = _readme_block_params("l16_in21k", "ViT-L/16")
     l16 = params.finetune["finetune_l16"]
     assert params.pretrained[l16.pretrained].hub_id.startswith("timm/vit_large_patch16_224.")
     cfg = l16.model.vit_config(num_classes=10)
@@ -228,13 +234,7 @@ def test_the_readme_which_pretraining_block_fits_its_hub_models():
 
     from pipeline.models.mapping import timm_to_ours
 
-    blocks = re.findall(r"```yaml\n(pretrained:\n  b16_clip:.*?)```",
-                        (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 1, "README.md: the Which pretraining? block (```yaml pretrained: b16_clip:)"
-    data = copy.deepcopy(_real())
-    for section, entries in yaml.safe_load(blocks[0]).items():
-        data[section].update(entries)
-    params = parse_params(data, "params.yaml + README's Which pretraining? block")
+    params = _readme_block_params("b16_clip", "Which pretraining?")
     for variant in ("finetune_b16_clip", "finetune_b14_dinov2"):
         ft = params.finetune[variant]
         hub_id = params.pretrained[ft.pretrained].hub_id
