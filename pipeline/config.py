@@ -163,7 +163,7 @@ class ModelParams(_Strict):
 
     @property
     def normalisation(self) -> dict[str, tuple[float, ...]]:
-        """``{"mean": ..., "std": ...}``, as :class:`~pipeline.models.DevicePreprocess` takes them."""
+        """``{"mean": ..., "std": ...}``, as :class:`~pipeline.models.ImageClassifier` takes them."""
         return {"mean": tuple(self.mean), "std": tuple(self.std)}
 
     def vit_config(self, *, num_classes: int) -> ViTConfig:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .preprocess import DevicePreprocess
+from .preprocess import VIT_MEAN, VIT_STD, DevicePreprocess
 from .vit import ViTConfig, VisionTransformer
 
 
@@ -28,9 +28,13 @@ class ImageClassifier(nn.Module):
     """uint8 images -> logits (B, num_classes). ``images``: one (B, H, W, C) batch, or a sequence
     of (H, W, C) images whose sizes may differ (each is resized on its own, as in training)."""
 
-    def __init__(self, vit: VisionTransformer, preprocess: DevicePreprocess | None = None) -> None:
+    def __init__(self, vit: VisionTransformer, preprocess: DevicePreprocess | None = None, *,
+                 mean: Sequence[float] = VIT_MEAN, std: Sequence[float] = VIT_STD) -> None:
+        """``preprocess``, or one for the ViT's input size that normalises with ``mean``/``std``
+        (the weights' own: ``model.mean``/``std`` in params)."""
         super().__init__()
-        self.preprocess = preprocess or DevicePreprocess(vit.cfg.img_size, vit.cfg.in_chans)
+        self.preprocess = preprocess or DevicePreprocess(vit.cfg.img_size, vit.cfg.in_chans,
+                                                         tuple(mean), tuple(std))
         self.vit = vit
 
     @property

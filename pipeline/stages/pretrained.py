@@ -33,7 +33,6 @@ from ..errors import CheckpointError, ParamsError
 from ..models.artifact import MODEL_FILE, TrainedModel, load_classifier, save_checkpoint
 from ..models.classifier import ImageClassifier
 from ..models.mapping import timm_to_ours
-from ..models.preprocess import DevicePreprocess
 from ..models.pretrained import read_checkpoint
 from ..models.vit import VisionTransformer
 from ..training.resume import file_sha256
@@ -56,8 +55,7 @@ def pretrain(params: Params, name: str, raw_dir: Path, out_dir: Path) -> Trained
     vit = VisionTransformer(pp.model.vit_config(num_classes=manifest["num_classes"]))
     result = fit(
         name=f"pretrain_{name}", stage="pretrained", params=pp,
-        model=ImageClassifier(vit, DevicePreprocess(vit.cfg.img_size, vit.cfg.in_chans,
-                                                    **pp.model.normalisation)),
+        model=ImageClassifier(vit, **pp.model.normalisation),
         trainer_params=params.base.trainer, experiment=params.base.mlflow_experiment,
         seed=params.base.seed, data_dir=data_dir, out_dir=out_dir / "checkpoints",
         logged_params={"pretrained": params.pretrained[name].model_dump(),

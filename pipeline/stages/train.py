@@ -31,7 +31,6 @@ from ..data import read_manifest
 from ..data.budgets import parse_budget
 from ..data.prepare import MANIFEST
 from ..models.classifier import ImageClassifier
-from ..models.preprocess import DevicePreprocess
 from ..models.pretrained import load_pretrained
 from ..models.vit import VisionTransformer
 from ..training.resume import file_sha256
@@ -62,8 +61,7 @@ def run(params: Params, args: argparse.Namespace) -> TrainResult:
     cell = f"{args.variant}/{args.budget}/seed{seed}"  # the MLflow run's name
     result = fit(
         name=cell, stage=f"{'train_scratch' if kind == 'scratch' else 'finetune'}",
-        model=ImageClassifier(vit, DevicePreprocess(vit.cfg.img_size, vit.cfg.in_chans,
-                                                    **vp.model.normalisation)),
+        model=ImageClassifier(vit, **vp.model.normalisation),
         params=vp, trainer_params=params.base.trainer,
         experiment=params.base.mlflow_experiment, seed=seed, data_dir=data, budget=budget,
         out_dir=out, logged_params=logged, fresh=True if args.fresh else None,
