@@ -322,6 +322,6 @@ def attention_figure(variants: Sequence[VariantResult], images: np.ndarray, labe
             mark = "✓" if p == labels[i] else "✗"
             ax.set_title(f"{v.name}\n{mark} {classes[p]} ({v.metrics.probs[i, p]:.2f})",
                          fontsize=9, color=color if p == labels[i] else "#c00000")
-    fig.suptitle("Attention rollout to the patches (from [CLS], or the patch mean when "
+    fig.suptitle("Attention rollout to the patches\n(from [CLS], or the patch mean when "
                  "avg-pooled; red = more)", fontsize=11)
     return fig
