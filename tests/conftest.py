@@ -18,6 +18,11 @@ import yaml
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one of several workers (make test): the workers are the parallelism, so each (and the
+    # training subprocesses it starts) computes on one thread rather than fighting the others
+    # for the cores (measured: 283 s instead of 323 s for the suite on 2 cores)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("unit", "integration")
