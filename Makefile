@@ -11,8 +11,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 LOCK := requirements.lock
 # Fashion-MNIST on a bare machine: found, else the Debian package (root or sudo), else downloaded
-# with checksums, else one line saying what to run (pipeline/data/ensure.py).
-FASHION_MNIST := $(BIN)/python -m pipeline.data.ensure fashion_mnist
+# with checksums, else one line saying what to run (tools/ensure_data.py).
+FASHION_MNIST := $(BIN)/python tools/ensure_data.py fashion_mnist
 
 # Exactly the lock, in a venv made anew whenever the lock changes (nothing left from an old one).
 $(BIN)/.installed: $(LOCK) pyproject.toml
@@ -52,12 +52,12 @@ fmnist: setup         ## Fashion-MNIST from scratch, small-data recipe, ~30 min 
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.fmnist.yaml --dir runs/fmnist
 
-test: setup           ## the test suite (what CI runs); the real-data test needs Fashion-MNIST
+test: setup           ## the test suite (what CI runs), on every core; the real-data test needs Fashion-MNIST
 	$(FASHION_MNIST) --no-download --optional
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 ui:                   ## the MLflow UI over ./mlflow.db; prints the newest comparison's links first
-	$(BIN)/python -m pipeline.comparison --uri sqlite:///mlflow.db --ui http://127.0.0.1:5000
+	$(BIN)/python -m pipeline.tracking.ui --uri sqlite:///mlflow.db --ui http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 .PHONY: gpu-fetch gpu-check gpu-rehearsal

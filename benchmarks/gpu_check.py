@@ -44,12 +44,9 @@ CARRY = Path(os.environ.get("GPU_CHECK_CARRY") or ROOT / ".gpu")
 
 
 def atomic_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from pipeline.atomic import atomic_write_json
+
+    atomic_write_json(path, doc, default=str)
 
 
 def load(out: Path) -> dict:
@@ -164,8 +161,9 @@ def step_env(out: Path, args) -> None:
                "bf16": torch.cuda.is_bf16_supported()}
     update(out, "env", nvidia_smi=smi, gpu=gpu)
 
-    from pipeline.config import load_params
     from train_step import flash_check
+
+    from pipeline.config import load_params
 
     params = load_params(params_file())
     flash = {}
@@ -224,8 +222,9 @@ def step_data(out: Path, args) -> None:
     images/s the model trains at (read from the bench step's figures)."""
     import tempfile
 
-    from pipeline.config import load_params
     from train_step import bench_data, synthetic_prepared
+
+    from pipeline.config import load_params
 
     dev = device()
     params = load_params(params_file())
@@ -282,21 +281,25 @@ def step_tests(out: Path, args) -> None:
 
 def one_fit(name, model, sp, trainer, exp, data, out_dir):
     """``fit`` of ``model`` (an ImageClassifier) with the recipe ``sp`` (a fine-tune recipe
-    brings its frozen start), afresh; (the TrainResult, its figures)."""
-    from pipeline.training.run import fit, resolve_precision
+    brings its frozen start), afresh; (its RunRecord, its figures)."""
+    from pipeline.errors import RecordError
+    from pipeline.models.device import resolve_accelerator, resolve_precision
+    from pipeline.records import RunRecord
+    from pipeline.training.fit import TrainingJob, fit
 
     t0 = time.perf_counter()
-    res = fit(name=name, stage="gpu_check", model=model, params=sp, trainer_params=trainer,
-              experiment=exp, seed=0, data_dir=data, out_dir=out_dir, logged_params={"check": name},
-              fresh=True)
+    job = TrainingJob(name=name, stage="gpu_check", recipe=sp, seed=0, data_dir=data,
+                      out_dir=out_dir, logged_params={"check": name})
+    res = fit(job, model, trainer, exp, fresh=True)
     try:  # whether MLflow took every record (an outage spools them to unsent_metrics.jsonl)
-        outage = json.loads((Path(out_dir) / "run.json").read_text()).get("tracking_outage")
-    except (OSError, ValueError):
-        outage = "run.json unreadable"
+        outage = RunRecord.read(out_dir).tracking_outage
+    except RecordError as e:
+        outage = f"run.json unreadable: {e}"
+    precision = resolve_precision(trainer.precision, resolve_accelerator(trainer.accelerator))[0]
     return res, {"seconds": time.perf_counter() - t0, "train_seconds": res.train_seconds,
                  "mlflow_outage": outage, "mlflow_run": res.run_id,
                  "epochs": res.epochs, "best_val_acc": res.best_val_acc,
-                 "precision": resolve_precision(trainer)[0], "accelerator": trainer.accelerator,
+                 "precision": precision, "accelerator": trainer.accelerator,
                  "strategy": trainer.strategy, "compile": trainer.compile,
                  "params": res.num_params}
 
@@ -310,16 +313,17 @@ def new_classifier(vp, num_classes: int = 10):
 
 def evaluate(classifier, images, labels, *, batch_size: int, dev, precision: str | None = None):
     """(metrics, images/s) of ``classifier`` on uint8 ``images``: the evaluate stage's
-    ``batched_logits`` under :func:`~pipeline.models.autocast_dtype`, then
-    ``classification_metrics`` (top1, top5, loss, ...)."""
+    :func:`~pipeline.evaluation.cell.evaluate_classifier` at the autocast dtype of
+    :func:`~pipeline.models.autocast_dtype` (top1, top5, loss, ...)."""
     import numpy as np
 
-    from pipeline.evaluation.metrics import classification_metrics
-    from pipeline.models import autocast_dtype, batched_logits
+    from pipeline.evaluation.cell import evaluate_classifier
+    from pipeline.models import autocast_dtype
 
-    logits, ips = batched_logits(classifier, np.asarray(images), batch_size=batch_size,
-                                 device=dev, dtype=autocast_dtype(dev, precision))
-    return classification_metrics(logits, np.array(labels, dtype=np.int64)), ips
+    ev = evaluate_classifier(classifier, np.asarray(images), np.array(labels, dtype=np.int64),
+                             batch_size=batch_size, device=dev,
+                             dtype=autocast_dtype(dev, precision))
+    return ev.metrics, ev.images_per_s
 
 
 def step_fits(out: Path, args) -> None:
@@ -328,8 +332,9 @@ def step_fits(out: Path, args) -> None:
     unfrozen at a lower lr), fp16 with the loss scaler, EMA weights, and torch.compile."""
     import lightning as L
 
-    from pipeline.config import FinetuneParams
-    from pipeline.models import MODEL_FILE, load_classifier
+    from pipeline.config import FinetuneRecipe
+    from pipeline.layout import MODEL_FILE
+    from pipeline.models import load_model_file
 
     params = digits_params()
     data = digits_dir()
@@ -338,7 +343,7 @@ def step_fits(out: Path, args) -> None:
     # the fine-tune recipe on the same model: SGD, no weight decay, no label smoothing, light
     # augmentation, the backbone frozen for 1 epoch and then trained at half the lr
     base = sp.model_dump()
-    ft = FinetuneParams.model_validate({
+    ft = FinetuneRecipe.model_validate({
         **base,
         "train": {**base["train"], "label_smoothing": 0.0,
                   "optimizer": {"name": "sgd", "lr": 0.01, "weight_decay": 0.0}},
@@ -359,7 +364,7 @@ def step_fits(out: Path, args) -> None:
         if name.startswith("finetune"):  # from the scratch fit's weights, as from pretrained
             done = WORK / "fits" / "scratch_bf16" / MODEL_FILE
             if done.exists():
-                model.vit.load_state_dict(load_classifier(done).classifier.vit.state_dict())
+                model.vit.load_state_dict(load_model_file(done).classifier.vit.state_dict())
         update(out, "fits", **{name: {"status": "running"}})
         try:
             _, fig = one_fit(name, model, vp, tr, "gpu-check-fits", data, WORK / "fits" / name)
@@ -383,7 +388,7 @@ def step_fsdp(out: Path, args) -> None:
     import torch
 
     from pipeline.data import load_prepared
-    from pipeline.models import VisionTransformer, load_classifier
+    from pipeline.models import VisionTransformer, load_model_file
     from pipeline.training.checkpoint_io import read_weights
 
     params = digits_params()
@@ -406,7 +411,7 @@ def step_fsdp(out: Path, args) -> None:
     shapes_ok = {k: v.shape for k, v in weights.items()} == shapes
     reloaded = VisionTransformer(model.cfg)
     reloaded.load_state_dict(weights)  # strict: full, unsharded
-    trained = load_classifier(WORK / "fsdp" / res.model_file)  # exported from best.ckpt
+    trained = load_model_file(WORK / "fsdp" / res.model_file)  # exported from best.ckpt
     file_state = trained.classifier.vit.state_dict()
     file_ok = sorted(file_state) == sorted(weights) and all(
         torch.equal(file_state[k], weights[k]) for k in weights)
@@ -426,7 +431,7 @@ def step_fsdp(out: Path, args) -> None:
 
 
 def step_fmnist(out: Path, args) -> None:
-    """Fashion-MNIST from scratch with params.fmnist.yaml's recipe through pipeline.training.run
+    """Fashion-MNIST from scratch with params.fmnist.yaml's recipe through pipeline.training.fit
     .fit on the GPU, as many epochs as fit in ``--budget`` seconds (a 1-epoch fit times an
     epoch first), then the test split evaluated with the model file (the best checkpoint's
     weights)."""
@@ -434,7 +439,9 @@ def step_fmnist(out: Path, args) -> None:
 
     from pipeline.config import load_params
     from pipeline.data import load_prepared, prepare_dataset, sources
-    from pipeline.models import load_classifier
+    from pipeline.errors import RecordError
+    from pipeline.models import load_model_file
+    from pipeline.records import History
 
     t_start = time.perf_counter()
     raw_dir = CARRY / "fmnist"
@@ -479,21 +486,21 @@ def step_fmnist(out: Path, args) -> None:
     def watch():  # the accuracy curve so far, should the step be killed mid-run
         while not stop.wait(10):
             try:
-                rows = json.loads((run_dir / "history.json").read_text())
-            except (OSError, ValueError):
+                rows = History.read(run_dir).epochs
+            except RecordError:
                 continue
             update(out, "fmnist", curve=curve_of(rows), epochs_done=len(rows))
 
     threading.Thread(target=watch, daemon=True).start()
     res, fig = run(epochs, run_dir)
     stop.set()
-    rows = json.loads((run_dir / "history.json").read_text())
+    rows = History.read(run_dir).epochs
     _, splits = load_prepared(prepared)
     n_train = len(splits["train"][1])
     update(out, "fmnist", fit=fig, curve=curve_of(rows), epochs_done=len(rows),
            train_images=n_train,
            train_images_per_s=n_train * res.epochs / res.train_seconds)
-    trained = load_classifier(run_dir / res.model_file)  # the best checkpoint's weights
+    trained = load_model_file(run_dir / res.model_file)  # the best checkpoint's weights
     images, labels = splits["test"]
     ev, ips = evaluate(trained.classifier, images, labels, batch_size=1024, dev=dev,
                        precision=tr.precision)
@@ -503,9 +510,9 @@ def step_fmnist(out: Path, args) -> None:
     print(f"fmnist: test accuracy {ev.top1:.4f} after {res.epochs} epochs")
 
 
-def curve_of(rows: list[dict]) -> list[dict]:
-    keep = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr")
-    return [{k: r[k] for k in keep if k in r} for r in rows]
+def curve_of(rows) -> list[dict]:
+    """The epochs of a :class:`~pipeline.records.History` as JSON rows."""
+    return [r.model_dump() for r in rows]
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -592,7 +599,7 @@ def step_summary(out: Path, args) -> None:
                   f"({'agrees' if fs['reload_agrees'] else 'DIFFERS'})"]
     fm = s.get("fmnist", {})
     if fm:
-        curve = ", ".join(f"{r.get('val/acc', 0):.3f}" for r in fm.get("curve", []))
+        curve = ", ".join(f"{r.get('val_acc', 0):.3f}" for r in fm.get("curve", []))
         lines += [f"- Fashion-MNIST from scratch ({fm.get('recipe')}, {fm.get('precision')}, "
                   f"{fm.get('workers')} workers): {fm.get('epochs_done')} of "
                   f"{fm.get('epochs_planned')} epochs, test accuracy "

@@ -4,7 +4,7 @@
 #   .gpu/wheels/   exactly the wheels of benchmarks/gpu_wheels.lock, for CPython 3.12 manylinux
 #                  x86_64 (pip download --no-deps; a wheel not in the lock is removed)
 #   .gpu/fmnist/fashion_mnist/   the four Fashion-MNIST .gz files, found or fetched by the
-#                  project's own pipeline.data.ensure and md5-checked by its loader
+#                  project's own tools/ensure_data.py and md5-checked by its loader
 # Then prints what a device-tool call would carry: the working tree plus .gpu, against 64 MiB.
 #   usage: benchmarks/gpu_fetch.sh            (PYTHON=... to choose the interpreter that runs pip)
 set -euo pipefail
@@ -50,9 +50,9 @@ for w in "$DEST"/wheels/*.whl; do
 done
 
 # Fashion-MNIST: found (/usr/share/datasets/fashion-mnist, or already here), else the Debian
-# package, else downloaded md5-checked (pipeline.data.ensure); then copied into .gpu/fmnist,
+# package, else downloaded md5-checked (tools/ensure_data.py); then copied into .gpu/fmnist,
 # where gpu_check.py reads it with the loader's md5 checks and no system fallback.
-"$PY" -m pipeline.data.ensure fashion_mnist --raw "$DEST/fmnist"
+"$PY" tools/ensure_data.py fashion_mnist --raw "$DEST/fmnist"
 "$PY" - "$DEST/fmnist" <<'EOF'
 import shutil, sys
 from pathlib import Path

@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 from pipeline.config import load_params
 from pipeline.data import PreparedDataModule
-from pipeline.data.prepare import prepare_dataset
 from pipeline.data.sources import RawDataset
+from pipeline.data.splits import prepare_dataset
 from pipeline.models import DevicePreprocess, VisionTransformer
 from pipeline.training.hardware import train_flops_per_batch
 from pipeline.training.mixing import BatchMix

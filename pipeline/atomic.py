@@ -26,5 +26,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def atomic_write_json(path: str | Path, data: dict) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+def atomic_write_json(path: str | Path, data: dict | list,
+                      default: Callable[[object], object] | None = None) -> Path:
+    """``data`` as indented JSON; ``default`` as ``json.dumps`` takes it (for values JSON has no
+    type for)."""
+    return atomic_write_text(path, json.dumps(data, indent=2, default=default) + "\n")

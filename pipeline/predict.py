@@ -44,10 +44,11 @@ from PIL import Image
 from .errors import CheckpointError
 from .explain import overlay, rollout
 from .images import ImageError, ImageLike, as_list, find_images, load_image, to_rgb
-from .model_source import local_model_file
-from .models.artifact import load_classifier
-from .models.classifier import ImageClassifier, autocast, autocast_dtype
+from .models.classifier import ImageClassifier
+from .models.device import autocast, autocast_dtype
+from .models.model_file import load_model_file
 from .models.vit import VisionTransformer
+from .tracking.model_uris import local_model_file
 
 __all__ = ["ImageError", "Prediction", "Predictor", "find_images", "load_image", "main",
            "predict_files", "to_rgb"]
@@ -102,7 +103,7 @@ class Predictor:
         """From a model file (or a variant's dir holding one), ``runs:/<run_id>[/<artifact>]``, a
         bare run id, or ``models:/<name>/<version|alias>`` / ``models:/<name>@<alias>``."""
         with local_model_file(source, tracking_uri) as path:
-            trained = load_classifier(path)
+            trained = load_model_file(path)
         return cls(trained.classifier, trained.classes, device=device, source=str(source))
 
     @property

@@ -1,10 +1,19 @@
-"""The JSON records a training run leaves beside its model file, and reading them back.
+"""The records a training run leaves beside its model file: typed, versioned, round-tripping.
 
-``run.json`` (written last by :func:`pipeline.training.run.fit`: the run finished) and
-``history.json`` (one row per epoch, :mod:`pipeline.training.history`) are written by training and
-read by evaluation; their names and readers live here, in a light module, so that evaluation does
-not import the training layer. A record that is truncated or corrupt stops the reader with one
-line (:class:`~pipeline.errors.RecordError`) naming the file and the stage that rewrites it.
+- :class:`RunRecord`, ``run.json``: written last by training (its presence means the run
+  finished): the MLflow run, the best validation score, the checkpoints, timing, and what the run
+  trained on (labelled images, passes per epoch, optimizer steps).
+- :class:`History`, ``history.json``: one :class:`EpochRow` per finished epoch, rewritten after
+  each validation, for the report's curves.
+
+Each is one pydantic model (strict: no coercion, no unknown keys), written by its ``write`` and
+read back by its ``read``, the same code both ways, with a ``version`` field. A file that is
+missing, truncated, not a record of this pipeline, of another version, or holding a bad value
+stops the reader with one line (:class:`~pipeline.errors.RecordError`) naming the file and how to
+write it again. The file names are the layout's (:mod:`pipeline.layout`).
+
+    >>> RunRecord(run_id=None, ..., labelled=300).write(cell_dir)
+    >>> RunRecord.read(cell_dir).best_val_acc
 """
 
 from __future__ import annotations
@@ -12,64 +21,128 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .errors import RecordError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-RUN = "run.json"
-HISTORY = "history.json"
-# run.json keys that evaluation needs, with their types
-RUN_KEYS = {"run_id": (str, type(None)), "model_file": str, "best_val_acc": (int, float),
-            "epochs": int, "train_seconds": (int, float), "labelled": int}
-HISTORY_KEYS = ("epoch", "train/loss", "train/acc", "val/loss", "val/acc", "lr")
+from .atomic import atomic_write_text
+from .errors import RecordError, one_line
+from .layout import HISTORY_FILE, RUN_FILE
 
 
-def read_json(path: Path, *, rerun: str) -> Any:
-    """The JSON in ``path``; RecordError naming it and ``rerun`` (how to write it again)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecordError(f"no {path}: {rerun}") from None
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RecordError(f"{path} is truncated or corrupt ({why}); {rerun}") from None
-
-
-def _rerun(model_dir: Path) -> str:
-    return (f"delete {model_dir} and re-run the stage that trains it (dvc repro), or train it "
+def rerun_hint(run_dir: Path) -> str:
+    """How a training run's dir is written again."""
+    return (f"delete {run_dir} and re-run the stage that trains it (dvc repro), or train it "
             "again with PIPELINE_FRESH=1")
 
 
-def read_run(model_dir: str | Path) -> dict[str, Any]:
-    """``<model_dir>/run.json``, checked to hold what evaluation needs."""
-    model_dir = Path(model_dir)
-    path = model_dir / RUN
-    if not path.is_file():
-        raise RecordError(f"no {path}: train that run first (dvc repro)")
-    run = read_json(path, rerun=_rerun(model_dir))
-    if not isinstance(run, dict):
-        raise RecordError(f"{path} holds a {type(run).__name__}, not a run record; "
-                          f"{_rerun(model_dir)}")
-    for key, types in RUN_KEYS.items():
-        if not isinstance(run.get(key), types) or isinstance(run.get(key), bool):
-            raise RecordError(f"{path}: {key} is {run.get(key)!r}, not a valid value; "
-                              f"{_rerun(model_dir)}")
-    return run
+class _Record(BaseModel):
+    """A versioned JSON record in a run's dir: ``FILE``, ``VERSION``, ``WHAT`` (in messages)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    FILE: ClassVar[str]
+    VERSION: ClassVar[int]
+    WHAT: ClassVar[str]
+
+    version: int
+
+    def write(self, run_dir: str | Path) -> Path:
+        """``<run_dir>/<FILE>``, atomically (NaN kept as JSON's ``NaN``)."""
+        text = json.dumps(self.model_dump(mode="python"), indent=2) + "\n"
+        return atomic_write_text(Path(run_dir) / self.FILE, text)
+
+    @classmethod
+    def read(cls, run_dir: str | Path):
+        """The record in ``<run_dir>/<FILE>``; RecordError (one line) for anything else."""
+        run_dir = Path(run_dir)
+        path = run_dir / cls.FILE
+        rerun = rerun_hint(run_dir)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text)
+        except FileNotFoundError:
+            raise RecordError(f"no {path}: train that run first (dvc repro)") from None
+        except (OSError, ValueError) as e:  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+            raise RecordError(f"{path} is truncated or corrupt ({one_line(e)}); {rerun}") from None
+        if not isinstance(data, dict) or "version" not in data:
+            what = type(data).__name__ if not isinstance(data, dict) else "object without version"
+            raise RecordError(f"{path} is not a {cls.WHAT} of this pipeline (a JSON {what}: "
+                              f"written by an older version of it, or not by it); {rerun}")
+        if data["version"] != cls.VERSION:
+            raise RecordError(f"{path} is a {cls.WHAT} of version {data['version']!r}; this "
+                              f"pipeline reads version {cls.VERSION}; {rerun}")
+        try:
+            return cls.model_validate_json(text)  # strict, as JSON: arrays are tuples
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            value = err.get("input")
+            raise RecordError(f"{path}: {key} is {one_line(repr(value), 60)}, not a valid value "
+                              f"({err['msg']}); {rerun}") from None
 
 
-def read_history(model_dir: str | Path) -> list[dict[str, float]]:
-    """The per-epoch rows of ``<model_dir>/history.json``; [] when there is none (the report then
-    has no curves for that variant); RecordError when it is corrupt."""
-    model_dir = Path(model_dir)
-    path = model_dir / HISTORY
-    if not path.is_file():
-        return []
-    rows = read_json(path, rerun=_rerun(model_dir))
-    ok = isinstance(rows, list) and all(
-        isinstance(r, dict) and isinstance(r.get("epoch"), int)
-        and all(isinstance(r.get(k), (int, float)) or r.get(k) is None for k in HISTORY_KEYS[1:])
-        for r in rows)
-    if not ok:
-        raise RecordError(f"{path} is not a list of per-epoch rows with {list(HISTORY_KEYS)}; "
-                          f"{_rerun(model_dir)}")
-    return [{k: (math.nan if v is None else v) for k, v in r.items()} for r in rows]
+class RunRecord(_Record):
+    """``run.json``: a finished training run."""
+
+    FILE: ClassVar[str] = RUN_FILE
+    VERSION: ClassVar[int] = 1
+    WHAT: ClassVar[str] = "run record"
+
+    version: int = VERSION
+    run_id: str | None  # the MLflow run (None on the ranks other than global rank 0)
+    experiment_id: str | None
+    tracking_uri: str
+    best_ckpt: str  # file names in the run's dir
+    last_ckpt: str
+    model_file: str  # the trained-model file (what evaluate, predict, fine-tuning read)
+    best_val_acc: float
+    epochs: int
+    train_seconds: float
+    num_params: int
+    labelled: int  # labelled training images (the budget's subset, or the whole split)
+    passes: int = 1  # passes over them per epoch (more under a min_steps floor)
+    steps: int = 0  # optimizer steps taken
+    tracking_outage: str | None = None  # why MLflow was given up on during the run, if it was
+
+
+class EpochRow(BaseModel):
+    """One finished epoch; NaN where a value was not logged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float  # the head's learning rate at the end of the epoch
+
+
+class History(_Record):
+    """``history.json``: the epochs of a training run, in order, one row each."""
+
+    FILE: ClassVar[str] = HISTORY_FILE
+    VERSION: ClassVar[int] = 1
+    WHAT: ClassVar[str] = "history record"
+
+    version: int = VERSION
+    epochs: tuple[EpochRow, ...] = ()
+
+    @classmethod
+    def read_if_present(cls, run_dir: str | Path) -> History:
+        """As :meth:`read`, but an empty history when there is no file (the report then draws
+        no curves for that run)."""
+        return cls.read(run_dir) if (Path(run_dir) / cls.FILE).is_file() else cls()
+
+    def with_row(self, row: EpochRow) -> History:
+        """The rows of the epochs before ``row``'s, then ``row`` (a resumed epoch replaces its
+        earlier row)."""
+        return History(epochs=(*(r for r in self.epochs if r.epoch < row.epoch), row))
+
+
+def as_float(x: Any) -> float:
+    """``x`` as a float, NaN where it is missing or not a number."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan

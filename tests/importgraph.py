@@ -10,7 +10,8 @@ add no edges (their imports of other packages are kept, flagged, in :attr:`Impor
 Dynamic imports (``importlib.import_module`` with a computed name) are not seen, except through
 ``_EXPORTS``.
 
-Used by tests/test_import_graph.py; tested there on a toy package.
+Used by tests/unit/test_dvc_deps.py (dvc.yaml's deps are what each stage runs); tested there on a
+toy package. The layer rules and cycles are import-linter's (pyproject.toml).
 """
 
 from __future__ import annotations
@@ -259,81 +260,6 @@ class ImportGraph:
                     chains[e.target] = [*chains[m], e]
                     queue.append(e.target)
         return chains
-
-    def import_time_edges(self) -> Iterator[Edge]:
-        """The edges that run when the source module is imported: module level, and not the
-        source's own parent packages (already imported, maybe half-way, before the source)."""
-        for e in self.edges:
-            if not e.lazy and (e.explicit or e.target not in ancestors(e.source)):
-                yield e
-
-    def cycles(self) -> list[list[Edge]]:
-        """One shortest cycle of import-time edges per strongly connected component."""
-        graph: dict[str, dict[str, Edge]] = {m: {} for m in self.modules}
-        for e in self.import_time_edges():
-            graph[e.source].setdefault(e.target, e)
-        out = []
-        for component in _strongly_connected(graph):
-            if len(component) < 2:
-                continue
-            start = min(component)
-            prev: dict[str, Edge] = {}
-            queue = deque([start])
-            while queue:
-                m = queue.popleft()
-                for target, e in sorted(graph[m].items()):
-                    if target in component and target not in prev:
-                        prev[target] = e
-                        queue.append(target)
-            cycle, m = [], start
-            while True:
-                cycle.append(prev[m])
-                m = prev[m].source
-                if m == start:
-                    break
-            out.append(cycle[::-1])
-        return out
-
-
-def _strongly_connected(graph: dict[str, Iterable[str]]) -> list[set[str]]:
-    """Tarjan's algorithm, iterative."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    out: list[set[str]] = []
-    for root in graph:
-        if root in index:
-            continue
-        work = [(root, iter(sorted(graph[root])))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            for child in children:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph[child]))))
-                    break
-                if child in on_stack:
-                    low[node] = min(low[node], index[child])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    component = set()
-                    while True:
-                        m = stack.pop()
-                        on_stack.discard(m)
-                        component.add(m)
-                        if m == node:
-                            break
-                    out.append(component)
-    return out
 
 
 def format_chain(chain: list[Edge]) -> str:

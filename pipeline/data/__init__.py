@@ -16,22 +16,21 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 
 _EXPORTS = {
-    "DataError": "errors",
     "DATASETS": "sources",
     "FILES": "sources",
     "SYSTEM_DIRS": "sources",
     "FileSpec": "sources",
     "RawDataset": "sources",
     "load_raw": "sources",
-    "parse_cifar_batch": "formats",
-    "parse_idx": "formats",
+    "parse_cifar_batch": "parsers",
+    "parse_idx": "parsers",
     "validate_samples": "sources",
-    "SPLITS": "prepare",
-    "load_prepared": "prepare",
-    "prepare_dataset": "prepare",
-    "read_manifest": "prepare",
-    "split_train_val": "prepare",
-    "subset_indices": "prepare",
+    "SPLITS": "splits",
+    "load_prepared": "splits",
+    "prepare_dataset": "splits",
+    "read_manifest": "splits",
+    "split_train_val": "splits",
+    "subset_indices": "splits",
     "apply_transform": "transforms",
     "build_eval_transform": "transforms",
     "build_train_transform": "transforms",
@@ -48,7 +47,6 @@ __all__ = [
     "SPLITS",
     "SYSTEM_DIRS",
     "ArrayDataset",
-    "DataError",
     "EpochSampler",
     "FileSpec",
     "PreparedDataModule",
@@ -80,16 +78,7 @@ if TYPE_CHECKING:
         PreparedDataModule,
         sample_seed,
     )
-    from pipeline.data.errors import DataError
-    from pipeline.data.formats import parse_cifar_batch, parse_idx
-    from pipeline.data.prepare import (
-        SPLITS,
-        load_prepared,
-        prepare_dataset,
-        read_manifest,
-        split_train_val,
-        subset_indices,
-    )
+    from pipeline.data.parsers import parse_cifar_batch, parse_idx
     from pipeline.data.sources import (
         DATASETS,
         FILES,
@@ -98,6 +87,14 @@ if TYPE_CHECKING:
         RawDataset,
         load_raw,
         validate_samples,
+    )
+    from pipeline.data.splits import (
+        SPLITS,
+        load_prepared,
+        prepare_dataset,
+        read_manifest,
+        split_train_val,
+        subset_indices,
     )
     from pipeline.data.transforms import (
         apply_transform,

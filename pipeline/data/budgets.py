@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "budget_indices",

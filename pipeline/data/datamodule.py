@@ -1,4 +1,4 @@
-"""Lightning DataModule over a prepared directory (see :mod:`pipeline.data.prepare`).
+"""Lightning DataModule over a prepared directory (see :mod:`pipeline.data.splits`).
 
 Workers only index the memory-mapped uint8 arrays and run the (geometric) albumentations
 pipeline; batches are ``(uint8 (B, H, W, C), int64 (B,))``. Conversion to float, resizing and
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipeline.data.budgets import budget_indices
 from pipeline.data.passes import drop_last, epoch_passes, rank_share
-from pipeline.data.prepare import load_prepared, read_manifest
+from pipeline.data.splits import load_prepared, read_manifest
 from pipeline.data.transforms import (
     apply_transform,
     build_eval_transform,

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.errors import DataError
-from pipeline.data.formats import (
+from pipeline.data.parsers import (
     decode_names,
     gunzip,
     parse_cifar_batch,
@@ -29,6 +28,7 @@ from pipeline.data.formats import (
     read_tar_members,
     unpickle,
 )
+from pipeline.errors import DataError
 
 
 def download_url(url: str, root: str, filename: str | None = None, md5: str | None = None) -> None:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..layout import budget_order
 from .stats import (
     Interval,
     bootstrap_interval,
@@ -114,11 +115,6 @@ class Study:
                     by_variant.setdefault(t.variant, {})[t.budget] = {
                         **asdict(getattr(t, key)), "labelled": t.labelled, "seeds": list(t.seeds)}
         return out
-
-
-def budget_order(budget: str) -> tuple[int, int]:
-    """Sort key: budgets by size, ``all`` last."""
-    return (1, 0) if budget == "all" else (0, int(budget))
 
 
 def _accuracy(values: list[float], correct: np.ndarray, level: float) -> Interval:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +32,22 @@ from ..models.classifier import ImageClassifier, batched_logits
 # (name, which corner of the padded image: 0 = top/left, 2 = bottom/right, in units of shift)
 _CORNERS = (("top-left", 0, 0), ("top-right", 0, 2), ("bottom-left", 2, 0),
             ("bottom-right", 2, 2))
+
+
+@dataclass(frozen=True)
+class TTAViews:
+    """Which views: the mirror image (``hflip``) and/or the 4 corner crops after reflect-padding
+    by ``shift`` pixels (``evaluate.tta`` in params)."""
+
+    hflip: bool
+    shift: int
+
+    @property
+    def count(self) -> int:
+        return num_views(hflip=self.hflip, shift=self.shift)
+
+    def describe(self) -> str:
+        return describe_views(hflip=self.hflip, shift=self.shift)
 
 
 def check_shift(shift: int, height: int, width: int) -> None:

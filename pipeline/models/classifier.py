@@ -1,9 +1,9 @@
 """The classifier every caller runs: uint8 images (B, H, W, C) -> logits, i.e. the device-side
 preprocessing (:class:`~pipeline.models.preprocess.DevicePreprocess`) and the ViT, in one module.
 
-Training (:mod:`pipeline.training.module`), evaluation, ``predict``, ``serve`` and the MLflow model
-all go through :class:`ImageClassifier`, and all choose their autocast dtype with
-:func:`autocast_dtype`, so a trained model gives the same logits wherever it runs.
+Training (:mod:`pipeline.training.lightning_module`), evaluation, ``predict``, ``serve`` and the
+MLflow model all go through :class:`ImageClassifier`, and all choose their precision by one rule
+(:mod:`pipeline.models.device`), so a trained model gives the same logits wherever it runs.
 
     >>> clf = ImageClassifier(build_vit("S/16", img_size=224, num_classes=10))
     >>> clf(torch.zeros(2, 32, 32, 3, dtype=torch.uint8)).shape
@@ -12,7 +12,6 @@ all go through :class:`ImageClassifier`, and all choose their autocast dtype wit
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 
@@ -20,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .device import autocast
 from .preprocess import VIT_MEAN, VIT_STD, DevicePreprocess
-from .vit import ViTConfig, VisionTransformer
+from .vit import VisionTransformer, ViTConfig
 
 
 class ImageClassifier(nn.Module):
@@ -47,28 +47,6 @@ class ImageClassifier(nn.Module):
         else:  # (B, C, S, S) from images of any sizes
             x = torch.cat([self.preprocess(im.unsqueeze(0)) for im in images])
         return self.vit(x)
-
-
-def autocast_dtype(device: torch.device | str, precision: str | None = None) -> torch.dtype | None:
-    """The dtype inference autocasts to on ``device`` (None: plain fp32).
-
-    ``precision`` is a Lightning precision name as in params (``base.trainer.precision``), or None
-    for the best the device has. A CPU runs fp32 (mixed precision there is slower, and training
-    falls back to 32-true as well); on a GPU ``32-true`` is fp32, ``16-mixed`` fp16, and the
-    bf16 ones (or None) bf16 where the GPU has it, else fp16."""
-    device = torch.device(device)
-    if device.type != "cuda" or precision == "32-true":
-        return None
-    if precision == "16-mixed" or not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``, or nothing when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -108,10 +86,3 @@ def forward_gflops(vit: VisionTransformer) -> float:
     with torch.no_grad(), counter:
         vit(x)
     return counter.get_total_flops() / 1e9
-
-
-def inference_device(accelerator: str = "auto") -> torch.device:
-    """Where inference runs for a ``base.trainer.accelerator`` value: CUDA when asked for (or
-    ``auto`` and present), else the CPU."""
-    gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if gpu else "cpu")

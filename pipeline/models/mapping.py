@@ -4,7 +4,7 @@ prefixes, drops the classifier head when the task changes (the new head is zero-
 ViT paper fine-tunes), resizes the position embeddings when the patch grid differs (the one resize
 in the code base), and otherwise fails naming the features of the checkpoint the config lacks
 (:mod:`pipeline.models.diagnose`: register tokens, average pooling, a MAP head, ...) above the full
-list of missing / unexpected keys and shape clashes. :mod:`pipeline.models.formats` brings other
+list of missing / unexpected keys and shape clashes. :mod:`pipeline.models.converters` brings other
 layouts to timm's first.
 """
 

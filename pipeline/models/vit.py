@@ -15,7 +15,7 @@ activation (quick-GELU: OpenAI CLIP; tanh GELU: SigLIP).
 
 Parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``blocks.N.attn.qkv``,
 ...) so a timm checkpoint maps onto this model by a small, pure state-dict filter
-(``pipeline.models.pretrained``). This module knows nothing of training, Lightning or MLflow.
+(``pipeline.models.weights``). This module knows nothing of training, Lightning or MLflow.
 
     >>> from pipeline.models import build_vit
     >>> model = build_vit("S/4", img_size=32, num_classes=10)

@@ -15,8 +15,9 @@ under ``out_dir``:
   budget; each gain with its 95% CI and whether it excludes 0; with test-time augmentation, a
   table of the plain top-1 beside the TTA top-1 and the effect of TTA with its 95% CI) and how the
   intervals were computed; ``report.md`` starts with the same tables; ``curve.csv``
-  (``variant,kind,budget,per_class,labelled,mean,low,high,n,method``) and ``gain.csv`` hold the
-  numbers, as fractions, for DVC plots;
+  (``variant,kind,budget,per_class,labelled,mean,low,high,n,method``; its rows again per
+  variant in ``study/<variant>.csv``) and ``gain.csv`` hold the numbers, as fractions, for DVC
+  plots;
 - ``figures/*.png``: per-class accuracy, a confusion matrix per variant, a reliability diagram,
   the training curves, accuracy against parameters and against throughput, the best variant's most
   confident mistakes and, when rollout maps are given, attention overlays;
@@ -25,14 +26,23 @@ under ``out_dir``:
 - ``report.md``: the same table in markdown;
 - ``per_class.csv`` and ``curves/<variant>.csv``: the numbers behind the figures, for DVC plots.
 
-Modules:
+Modules, each importing only those above it (``types``, ``style`` and ``format`` are leaves;
+``page`` is the top, imported by this ``__init__`` alone):
 
-- :mod:`.tables`: number formatting, the table of variants, the pretraining-gain sentence,
-  the study's tables (:func:`study_rows`, :func:`study_markdown`), ``report.md`` and the CSV
-  files (:func:`curve_csv`, :func:`gain_csv` for the study);
-- :mod:`.figures`: every per-variant figure (matplotlib), rasterised in memory by ``png_bytes``;
-- :mod:`.study`: the study's figures, :func:`curve_figure` and :func:`gain_figure`;
-- :mod:`.page`: :class:`VariantResult`, the HTML page and :func:`build_report`.
+- :mod:`.types`: :class:`VariantResult`, the report's input (``VariantResult.of_cell`` builds it
+  from an evaluated study cell and its :class:`~pipeline.records.History`);
+- :mod:`.style`: how figures look and are rasterised: ``DPI``, ``figure``, :func:`png_bytes`,
+  :func:`variant_colors`, the marker per kind;
+- :mod:`.format`: numbers and intervals as text (:func:`human_duration`, percentages,
+  "mean ± half-width", what an interval is);
+- :mod:`.csvs`: every CSV text (:func:`curves_csv`, :func:`per_class_csv`, :func:`curve_csv`,
+  :func:`gain_csv`, the per-variant study files, and :func:`confusion_csv` for the evaluate
+  stage's ``confusion/<variant>.csv``);
+- :mod:`.tables`: the table of variants, the study's tables (:func:`study_rows`,
+  :func:`study_markdown`) and ``report.md`` (:func:`markdown_report`);
+- :mod:`.figures`: every per-variant figure (matplotlib);
+- :mod:`.study_figures`: the study's figures, :func:`curve_figure` and :func:`gain_figure`;
+- :mod:`.page`: the HTML page (:func:`html_report`) and :func:`build_report`.
 
 Design:
 
@@ -50,42 +60,37 @@ Design:
   removes a stage's outputs before it runs.
 - One colour per variant (in the order given) in every figure; markers tell scratch from
   finetune.
-- Imports only :mod:`pipeline.atomic`, :mod:`pipeline.evaluation.metrics`,
-  :mod:`pipeline.evaluation.study` (and its :mod:`~pipeline.evaluation.stats`), numpy, torch and
-  matplotlib.
+- One definition of the pretraining gain: the study's, fine-tuned minus scratch paired seed by
+  seed (:attr:`pipeline.evaluation.study.Study.gains`). Without a study the report states no gain;
+  with one, the per-variant rows (one run each) say to compare the variants by the study.
+- Imports only :mod:`pipeline.atomic`, :mod:`pipeline.records`,
+  :mod:`pipeline.evaluation.metrics`, :mod:`pipeline.evaluation.study` (and its
+  :mod:`~pipeline.evaluation.stats`; :mod:`~pipeline.evaluation.cell` for type hints only),
+  numpy, torch and matplotlib.
 
     >>> v = VariantResult(name="finetune", kind="finetune", model="768d/12L/16p@224",
     ...                   num_params=85_800_000, gflops=17.6, train_seconds=4100.0,
     ...                   images_per_s=380.0, metrics=classification_metrics(logits, y),
-    ...                   history=history)
+    ...                   history=History.read(run_dir).epochs)
+    >>> v = VariantResult.of_cell(evaluate_cell(...), History.read(run_dir))  # the same, of a cell
     >>> build_report(Path("results/report"), [v, ...], labels=y, images=x, classes=classes,
     ...              dataset="cifar10", study=summarise(cells))
 """
 
-from .figures import (
-    misclassified_figure,
-    most_confident_mistakes,
-    png_bytes,
-    variant_colors,
-)
-from .page import VariantResult, build_report, html_report
-from .study import budget_positions, curve_figure, gain_figure
-from .tables import (
-    curve_csv,
-    curves_csv,
-    gain_csv,
-    human_duration,
-    markdown_report,
-    per_class_csv,
-    pretraining_gain,
-    study_markdown,
-    study_rows,
-)
+from .csvs import confusion_csv, curve_csv, curves_csv, gain_csv, per_class_csv, study_csvs
+from .figures import misclassified_figure, most_confident_mistakes
+from .format import human_duration
+from .page import build_report, html_report
+from .study_figures import budget_positions, curve_figure, gain_figure
+from .style import png_bytes, variant_colors
+from .tables import markdown_report, study_markdown, study_rows
+from .types import VariantResult
 
 __all__ = [
     "VariantResult",
     "budget_positions",
     "build_report",
+    "confusion_csv",
     "curve_csv",
     "curve_figure",
     "curves_csv",
@@ -98,7 +103,7 @@ __all__ = [
     "most_confident_mistakes",
     "per_class_csv",
     "png_bytes",
-    "pretraining_gain",
+    "study_csvs",
     "study_markdown",
     "study_rows",
     "variant_colors",

@@ -1,14 +1,13 @@
-"""The report's figures, drawn from the numbers of each variant's
+"""The report's per-variant figures, drawn from the numbers of each variant's
 :class:`~pipeline.evaluation.metrics.ClassificationMetrics` (nothing is computed here but what a
-figure shows: row percentages, which mistakes to show).
+figure shows: row percentages, which mistakes to show) and its training history (one
+:class:`~pipeline.records.EpochRow` per epoch).
 
-matplotlib's object API on an Agg canvas (no pyplot, no global backend switch); :func:`png_bytes`
-rasterises a figure in memory. One colour per variant (:func:`variant_colors`, in the order given)
-in every figure; markers tell scratch from finetune."""
+Each function returns a matplotlib figure (:mod:`.style`: Agg canvas, one colour per variant as
+given, a marker per kind); the caller rasterises it (:func:`.style.png_bytes`)."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -16,65 +15,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import EngFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ..evaluation.metrics import ClassificationMetrics, row_normalise
-from .tables import _pct
+from .format import pct
+from .style import figure, marker, message, show_image
 
 if TYPE_CHECKING:
-    from .page import VariantResult
+    from ..records import EpochRow
+    from .types import VariantResult
 
-DPI = 120
-_CURVE_PANELS = (("val/acc", "validation accuracy"), ("val/loss", "validation loss"),
-                 ("train/loss", "training loss"))
-_MARKERS = {"scratch": "o", "finetune": "^"}
+_CURVE_PANELS = (("val_acc", "validation accuracy"), ("val_loss", "validation loss"),
+                 ("train_loss", "training loss"))
 _ANNOTATE_MAX_CLASSES = 20  # confusion-matrix cells get their percentage up to this many classes
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)  # Agg, whatever pyplot's backend is
-    return fig
-
-
-def png_bytes(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
-    return buf.getvalue()
-
-
-def variant_colors(n: int) -> list[tuple]:
-    """n distinct colours: tab10, then tab20, then evenly spaced hues."""
-    if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
-    if n <= 20:
-        return [colormaps["tab20"](i) for i in range(n)]
-    return [colormaps["hsv"](i / n) for i in range(n)]
-
-
-def _marker(kind: str) -> str:
-    return _MARKERS.get(kind, "s")
-
-
-def _message(ax: Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12, color="#555",
-            transform=ax.transAxes, wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _show_image(ax: Axes, image: np.ndarray) -> None:
-    """uint8 (H, W, C) with C in {1, 3}, gray for C=1, pixels upscaled nearest."""
-    if image.shape[-1] == 1:
-        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    else:
-        ax.imshow(image, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def per_class_figure(variants: Sequence[VariantResult], classes: Sequence[str],
@@ -83,7 +38,7 @@ def per_class_figure(variants: Sequence[VariantResult], classes: Sequence[str],
     k, v = len(classes), len(variants)
     per_row = k if k <= 30 else 25
     n_rows = int(math.ceil(k / per_row))
-    fig = _figure(min(max(7.0, 0.2 * per_row * (v + 1) + 1.5), 20.0), 3.4 * n_rows + 1.0)
+    fig = figure(min(max(7.0, 0.2 * per_row * (v + 1) + 1.5), 20.0), 3.4 * n_rows + 1.0)
     axes = fig.subplots(n_rows, 1, squeeze=False)[:, 0]
     width = 0.8 / v
     rotate = any(len(str(c)) > 4 for c in classes) and per_row > 6
@@ -93,7 +48,7 @@ def per_class_figure(variants: Sequence[VariantResult], classes: Sequence[str],
         for i, variant in enumerate(variants):
             m = variant.metrics
             ax.bar(x + (i - (v - 1) / 2) * width, 100 * m.per_class[lo:hi], width,
-                   color=colors[i], label=f"{variant.name} (top-1 {_pct(m.top1)})")
+                   color=colors[i], label=f"{variant.name} (top-1 {pct(m.top1)})")
         ax.set_xticks(x, [str(c) for c in classes[lo:hi]], rotation=45 if rotate else 0,
                       ha="right" if rotate else "center", fontsize=9 if per_row <= 12 else 8)
         ax.set_xlim(-0.6, per_row - 0.4)
@@ -114,7 +69,7 @@ def confusion_figure(name: str, counts: np.ndarray, classes: Sequence[str],
     k = len(classes)
     norm = row_normalise(counts)
     size = float(np.clip(0.5 * k + 2.5, 6.0, 13.0))
-    fig = _figure(size + 1.2, size)
+    fig = figure(size + 1.2, size)
     ax = fig.add_subplot()
     im = ax.imshow(np.nan_to_num(norm), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     cbar = fig.colorbar(im, ax=ax, shrink=0.8)
@@ -134,13 +89,13 @@ def confusion_figure(name: str, counts: np.ndarray, classes: Sequence[str],
         for i in range(k):
             for j in range(k):
                 if counts[i, j]:
-                    pct = round(100 * norm[i, j])
-                    ax.text(j, i, str(pct) if pct >= 1 else "<1", ha="center", va="center",
-                            fontsize=fs, color="white" if pct > 55 else "#222")
+                    share = round(100 * norm[i, j])
+                    ax.text(j, i, str(share) if share >= 1 else "<1", ha="center", va="center",
+                            fontsize=fs, color="white" if share > 55 else "#222")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class (test images)")
     note = ", cells in % of the row" if k <= _ANNOTATE_MAX_CLASSES else ""
-    ax.set_title(f"{name}: confusion matrix (top-1 {_pct(top1)}{note})", fontsize=11)
+    ax.set_title(f"{name}: confusion matrix (top-1 {pct(top1)}{note})", fontsize=11)
     return fig
 
 
@@ -148,7 +103,7 @@ def reliability_figure(variants: Sequence[VariantResult], colors: Sequence,
                        n_bins: int) -> Figure:
     """Each variant's ``metrics.reliability`` bins (``n_bins`` of them) over the diagonal, and the
     share of images per bin below."""
-    fig = _figure(8.4, 6.2)
+    fig = figure(8.4, 6.2)
     ax, hist = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
     edges = np.linspace(0, 1, n_bins + 1)
@@ -158,7 +113,7 @@ def reliability_figure(variants: Sequence[VariantResult], colors: Sequence,
         conf, acc, count = v.metrics.reliability
         seen = count > 0
         ax.plot(conf[seen], acc[seen], marker="o", ms=4, lw=1.6, color=colors[i], clip_on=False,
-                label=f"{v.name} (ECE {_pct(v.metrics.ece)})")
+                label=f"{v.name} (ECE {pct(v.metrics.ece)})")
         w = 0.8 / n_bins / n
         hist.bar(centers + (i - (n - 1) / 2) * w, count / max(count.sum(), 1), w,
                  color=colors[i])
@@ -174,9 +129,9 @@ def reliability_figure(variants: Sequence[VariantResult], colors: Sequence,
     return fig
 
 
-def _series(history: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = [(r["epoch"], r[key]) for r in history
-           if r.get(key) is not None and math.isfinite(float(r[key]))]
+def _series(history: Sequence[EpochRow], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of the ``key`` column where it is not NaN."""
+    pts = [(r.epoch, getattr(r, key)) for r in history if math.isfinite(getattr(r, key))]
     return (np.array([p[0] for p in pts], dtype=float),
             np.array([p[1] for p in pts], dtype=float))
 
@@ -185,10 +140,10 @@ def curves_figure(variants: Sequence[VariantResult], colors: Sequence) -> Figure
     panels = [(key, title) for key, title in _CURVE_PANELS
               if any(len(_series(v.history, key)[0]) for v in variants)]
     if not panels:
-        fig = _figure(7.0, 2.5)
-        _message(fig.add_subplot(), "No training history was recorded for any variant.")
+        fig = figure(7.0, 2.5)
+        message(fig.add_subplot(), "No training history was recorded for any variant.")
         return fig
-    fig = _figure(4.6 * len(panels) + 1.6, 4.0)
+    fig = figure(4.6 * len(panels) + 1.6, 4.0)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     handles = {}
     for ax, (key, title) in zip(axes, panels):
@@ -213,7 +168,7 @@ def curves_figure(variants: Sequence[VariantResult], colors: Sequence) -> Figure
 
 def tradeoff_figure(variants: Sequence[VariantResult], colors: Sequence, *, x_of: str) -> Figure:
     """Test top-1 against ``x_of`` ("num_params" or "images_per_s"), log x, a point per variant."""
-    fig = _figure(7.6, 4.8)
+    fig = figure(7.6, 4.8)
     ax = fig.add_subplot()
     what, unit = {"num_params": ("parameters", "parameters"),
                   "images_per_s": ("inference throughput", "images/s at evaluation")}[x_of]
@@ -224,10 +179,10 @@ def tradeoff_figure(variants: Sequence[VariantResult], colors: Sequence, *, x_of
             points.append((v, color, x, 100 * v.metrics.top1))
     missing = [v.name for v in variants if v not in {p[0] for p in points}]
     if not points:
-        _message(ax, f"No variant has a measured {what}.")
+        message(ax, f"No variant has a measured {what}.")
         return fig
     for v, color, x, y in points:
-        ax.scatter(x, y, s=80, color=color, marker=_marker(v.kind), edgecolor="black", lw=0.6,
+        ax.scatter(x, y, s=80, color=color, marker=marker(v.kind), edgecolor="black", lw=0.6,
                    zorder=3)
         ax.annotate(v.name, (x, y), xytext=(7, 5), textcoords="offset points", fontsize=9,
                     color=color)
@@ -244,7 +199,7 @@ def tradeoff_figure(variants: Sequence[VariantResult], colors: Sequence, *, x_of
     ax.set_title(f"Test accuracy vs {what}")
     ax.grid(alpha=0.3, which="both")
     kinds = sorted({v.kind for v, *_ in points})
-    legend = [Line2D([], [], ls="", marker=_marker(k), color="gray", markeredgecolor="black",
+    legend = [Line2D([], [], ls="", marker=marker(k), color="gray", markeredgecolor="black",
                      ms=8, label=k) for k in kinds]
     if missing:
         legend.append(Line2D([], [], ls="", label=f"not measured: {', '.join(missing)}"))
@@ -270,19 +225,19 @@ def misclassified_figure(name: str, images: np.ndarray, labels: np.ndarray,
     pred, probs = metrics.predictions, metrics.probs
     n_wrong = int(np.count_nonzero(pred != labels))
     if not len(idx):
-        fig = _figure(7.0, 2.5)
-        _message(fig.add_subplot(), f"{name} made no mistakes on the {len(labels)} test images."
+        fig = figure(7.0, 2.5)
+        message(fig.add_subplot(), f"{name} made no mistakes on the {len(labels)} test images."
                  if not n_wrong else f"{name}: {n_wrong} mistakes, none asked to be shown.")
         return fig
     cols = min(len(idx), 4 if max(len(str(c)) for c in classes) > 6 else 6)
     rows = int(math.ceil(len(idx) / cols))
-    fig = _figure(2.7 * cols, 2.65 * rows + 0.5)
+    fig = figure(2.7 * cols, 2.65 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(idx):]:
         ax.axis("off")
     for ax, i in zip(axes, idx):
         p = pred[i]
-        _show_image(ax, images[i])
+        show_image(ax, images[i])
         ax.set_title(f"{classes[labels[i]]} → {classes[p]}\n(p={probs[i, p]:.2f})", fontsize=9)
     fig.suptitle(f"{name}: the {len(idx)} most confident of its {n_wrong} mistakes "
                  "(true → predicted)", fontsize=11)
@@ -303,17 +258,17 @@ def attention_figure(variants: Sequence[VariantResult], images: np.ndarray, labe
     variants without maps are left out) titled with its prediction."""
     with_maps = [(v, c) for v, c in zip(variants, colors) if v.attention is not None]
     rows, cols = len(index), 1 + len(with_maps)
-    fig = _figure(2.3 * cols, 2.35 * rows + 0.4)
+    fig = figure(2.3 * cols, 2.35 * rows + 0.4)
     axes = fig.subplots(rows, cols, squeeze=False)
     for r, i in enumerate(index):
         img = images[i]
         scale = max(1, int(math.ceil(96 / max(img.shape[:2]))))  # display pixels per pixel
         big = img.repeat(scale, axis=0).repeat(scale, axis=1)
-        _show_image(axes[r, 0], big)
+        show_image(axes[r, 0], big)
         axes[r, 0].set_title(f"#{i}: {classes[labels[i]]}", fontsize=9)
         for c, (v, color) in enumerate(with_maps, start=1):
             ax = axes[r, c]
-            _show_image(ax, big)
+            show_image(ax, big)
             heat = _upsample(v.attention[r], big.shape[:2])
             rgba = colormaps["jet"](heat)
             rgba[..., 3] = 0.75 * heat  # the image shows through where attention is low

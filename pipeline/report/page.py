@@ -1,6 +1,9 @@
-"""The report's HTML page and :func:`build_report`, which validates its inputs, renders every
-file in memory and then writes them atomically, ``report.html`` last. With a label-budget
-:class:`~pipeline.evaluation.study.Study`, the page and ``report.md`` start with it."""
+"""The report's HTML page (:func:`html_report`) and :func:`build_report`, which validates its
+inputs, renders every file in memory (the figures of :mod:`.figures` and :mod:`.study_figures`,
+the tables of :mod:`.tables`, the CSV texts of :mod:`.csvs`) and then writes them atomically,
+``report.html`` last. With a label-budget :class:`~pipeline.evaluation.study.Study`, the page and
+``report.md`` start with it. The top of :mod:`pipeline.report`: no other module of it imports
+this one."""
 
 from __future__ import annotations
 
@@ -8,58 +11,40 @@ import base64
 import html
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..atomic import atomic_write, atomic_write_text
-from ..evaluation.metrics import ClassificationMetrics
-from ..evaluation.study import Study
+from .csvs import curves_csv, per_class_csv, study_csvs
 from .figures import (
     attention_figure,
     confusion_figure,
     curves_figure,
     misclassified_figure,
     per_class_figure,
-    png_bytes,
     reliability_figure,
     tradeoff_figure,
-    variant_colors,
 )
-from .study import study_figures
+from .study_figures import study_figures
+from .style import png_bytes, variant_colors
 from .tables import (
-    curve_csv,
-    curves_csv,
-    gain_csv,
-    markdown_report,
-    per_class_csv,
     SINGLE_RUN_NOTE,
     TEXT_COLUMNS,
-    pretraining_gain,
+    markdown_report,
     study_rows,
     study_sentence,
     table,
 )
+from .types import VariantResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..evaluation.study import Study
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: array fields make == ambiguous, identity is enough
-class VariantResult:
-    """One trained variant evaluated on the test split."""
-
-    name: str  # e.g. "scratch_ti4", "finetune_b16": also a file name, so [A-Za-z0-9_.+-]
-    kind: str  # "scratch" | "finetune"
-    model: str  # short description, e.g. "192d/9L/4p@32"
-    num_params: int
-    gflops: float  # forward GFLOPs per image (may be nan)
-    train_seconds: float
-    images_per_s: float  # inference throughput measured at evaluation (may be nan)
-    metrics: ClassificationMetrics = field(repr=False)  # on the test split, from its logits
-    history: list[dict] = field(repr=False)  # per epoch: "epoch", "train/loss", "val/acc", ...
-    attention: np.ndarray | None = field(default=None, repr=False)  # (M, g, g) rollout maps
 
 
 _CSS = """
@@ -134,9 +119,8 @@ def html_report(variants: Sequence[VariantResult], figures: Sequence[tuple[str, 
             tds.append(f'<td class="{cls}">{e(c)}</td>' if cls else f"<td>{e(c)}</td>")
         out.append("<tr>" + "".join(tds) + "</tr>")
     out += ["</tbody>", "</table>"]
-    gain = pretraining_gain(variants) if study is None else SINGLE_RUN_NOTE
-    if gain:
-        out.append(f'<p class="gain">{e(gain)}</p>')
+    if study is not None:
+        out.append(f'<p class="gain">{e(SINGLE_RUN_NOTE)}</p>')
     out += _figure_html(figures)
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
@@ -254,21 +238,15 @@ def build_report(out_dir: Path, variants: Sequence[VariantResult], *, labels: np
                   n_bins=n_bins)
     markdown = markdown_report(variants, **common, study=study)
     page = html_report(variants, figures, **common, study=study, study_pngs=lead)
-    study_csvs = {} if study is None else {"curve.csv": curve_csv(study, len(classes)),
-                                            "gain.csv": gain_csv(study, len(classes))}
-    if study is not None:  # one file per variant: DVC plots draws one line per file
-        rows = curve_csv(study, len(classes)).splitlines()
-        for variant in dict.fromkeys(a.variant for a in study.aggregates):
-            mine = [r for r in rows[1:] if r.split(",", 1)[0] == variant]
-            study_csvs[f"study/{variant}.csv"] = "\n".join([rows[0], *mine]) + "\n"
+    texts = {} if study is None else study_csvs(study, len(classes))  # path: text
+    texts["per_class.csv"] = per_class_csv(variants, classes)
+    for v in variants:
+        texts[f"curves/{v.name}.csv"] = curves_csv(v.history)
 
     fig_dir = out_dir / "figures"
     for name, png, _ in [*lead, *figures]:
         atomic_write(fig_dir / name, lambda tmp, png=png: tmp.write_bytes(png))
-    for name, text in study_csvs.items():
+    for name, text in texts.items():
         atomic_write_text(out_dir / name, text)
-    atomic_write_text(out_dir / "per_class.csv", per_class_csv(variants, classes))
-    for v in variants:
-        atomic_write_text(out_dir / "curves" / f"{v.name}.csv", curves_csv(v.history))
     atomic_write_text(out_dir / "report.md", markdown)
     atomic_write_text(out_dir / "report.html", page)

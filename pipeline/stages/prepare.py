@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import Params
 from ..data import load_raw, prepare_dataset
+from ..layout import DATA_RAW, PREPARED
 from ._cli import stage_main
 
 log = logging.getLogger("prepare")
@@ -29,8 +30,8 @@ def run(params: Params, args: argparse.Namespace) -> dict:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", default="data/raw", help="downloads / raw files")
-    parser.add_argument("--out", default="data/prepared", help="prepared arrays + manifest")
+    parser.add_argument("--raw", default=str(DATA_RAW), help="downloads / raw files")
+    parser.add_argument("--out", default=str(PREPARED), help="prepared arrays + manifest")
 
 
 if __name__ == "__main__":

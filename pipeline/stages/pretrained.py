@@ -28,15 +28,16 @@ import lightning as L
 from ..atomic import atomic_write_json
 from ..config import Params
 from ..data import load_raw, prepare_dataset
-from ..data.prepare import MANIFEST
+from ..data.splits import MANIFEST
 from ..errors import CheckpointError, ParamsError
-from ..models.artifact import MODEL_FILE, TrainedModel, load_classifier, save_checkpoint
+from ..hashing import file_sha256
+from ..layout import CHECKPOINTS, DATA_RAW, MODEL_FILE, pretrained_dir
 from ..models.classifier import ImageClassifier
 from ..models.mapping import timm_to_ours
-from ..models.pretrained import read_checkpoint
+from ..models.model_file import TrainedModel, load_model_file, save_model_file
 from ..models.vit import VisionTransformer
-from ..training.resume import file_sha256
-from ..training.run import fit
+from ..models.weights import read_checkpoint
+from ..training.fit import TrainingJob, fit
 from ._cli import stage_main
 
 log = logging.getLogger("pretrained")
@@ -53,16 +54,15 @@ def pretrain(params: Params, name: str, raw_dir: Path, out_dir: Path) -> Trained
                                seed=params.base.seed, max_train=pp.max_train)
     L.seed_everything(params.base.seed)  # the same seed gives the same initial weights
     vit = VisionTransformer(pp.model.vit_config(num_classes=manifest["num_classes"]))
-    result = fit(
-        name=f"pretrain_{name}", stage="pretrained", params=pp,
-        model=ImageClassifier(vit, **pp.model.normalisation),
-        trainer_params=params.base.trainer, experiment=params.base.mlflow_experiment,
-        seed=params.base.seed, data_dir=data_dir, out_dir=out_dir / "checkpoints",
+    job = TrainingJob(
+        name=f"pretrain_{name}", stage="pretrained", recipe=pp, seed=params.base.seed,
+        data_dir=data_dir, out_dir=out_dir / CHECKPOINTS,
         logged_params={"pretrained": params.pretrained[name].model_dump(),
                        "base": params.base.model_dump(), "kind": "pretrain",
-                       "data.manifest_sha256": file_sha256(data_dir / MANIFEST)},
-    )
-    best = load_classifier(out_dir / "checkpoints" / result.model_file)
+                       "data.manifest_sha256": file_sha256(data_dir / MANIFEST)})
+    record = fit(job, ImageClassifier(vit, **pp.model.normalisation), params.base.trainer,
+                 params.base.mlflow_experiment)
+    best = load_model_file(out_dir / CHECKPOINTS / record.model_file)
     shutil.rmtree(data_dir)  # the prepared pretraining arrays are not an output
     return best
 
@@ -72,7 +72,7 @@ def run(params: Params, args: argparse.Namespace) -> Path:
     if name not in params.pretrained:
         raise ParamsError(f"no pretrained.{name} in params (have {sorted(params.pretrained)})")
     pt = params.pretrained[name]
-    out = Path(args.out or f"models/pretrained/{name}")
+    out = Path(args.out) if args.out else pretrained_dir(name)
     out.mkdir(parents=True, exist_ok=True)
     trained = None
     if pt.source == "train":
@@ -80,7 +80,7 @@ def run(params: Params, args: argparse.Namespace) -> Path:
         state = trained.classifier.vit.state_dict()
         source = f"trained here on {pt.pretrain.dataset}"
     else:
-        for leftover in ("checkpoints", "data"):  # of an earlier source: train
+        for leftover in (CHECKPOINTS, "data"):  # of an earlier source: train
             shutil.rmtree(out / leftover, ignore_errors=True)
         source = pt.hub_id if pt.source == "hub" else pt.path
         state = read_checkpoint(source)
@@ -95,17 +95,17 @@ def run(params: Params, args: argparse.Namespace) -> Path:
                                       f"finetune.{variant}.model: {e}") from None
     info = {"name": name, "source": pt.source, "from": source, "file": MODEL_FILE}
     if trained is not None:  # weights of ours: the whole model file (config, classes, ...)
-        target = save_checkpoint(trained.classifier, out / MODEL_FILE, classes=trained.classes,
+        target = save_model_file(trained.classifier, out / MODEL_FILE, classes=trained.classes,
                                  info={**trained.info, **info})
     else:  # timm layout, whatever the source's; fine-tuning maps it like any checkpoint
-        target = save_checkpoint(state, out / MODEL_FILE, info=info)
+        target = save_model_file(state, out / MODEL_FILE, info=info)
     atomic_write_json(out / "info.json", info)
     log.info("pretrained weights %s (%s) in %s", name, source, target)
     return target
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--raw", default="data/raw", help="raw datasets (source: train)")
+    parser.add_argument("--raw", default=str(DATA_RAW), help="raw datasets (source: train)")
     parser.add_argument("name", help="a key of the pretrained section of params.yaml")
     parser.add_argument("--out", default=None, help="default: models/pretrained/<name>")
 

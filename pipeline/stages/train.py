@@ -6,16 +6,18 @@
   (new zero-initialised head), backbone frozen for ``freeze_epochs`` epochs, then trained at
   ``lr * backbone_lr_scale``.
 
-    python -m pipeline.stages.train scratch_ti4 --data data/prepared --out models/scratch_ti4
-    python -m pipeline.stages.train finetune_b16 --data data/prepared --out models/finetune_b16 \
+One study cell: the variant at a label budget (``--budget``) with one seed (``--seed``), in its
+dir ``models/<variant>/<budget>/seed<k>`` (:mod:`pipeline.layout`):
+
+    python -m pipeline.stages.train scratch_ti4 --budget 100 --seed 0
+    python -m pipeline.stages.train finetune_b16 --budget all --seed 1 \
         --pretrained models/pretrained/b16_in21k/model.safetensors
 
 Writes ``<out>/model.safetensors`` (the trained model: weights, config, class names,
-preprocessing), the one file later stages read; the ``evaluate`` stage puts the MLflow run under
-the comparison's parent run. An interrupted run resumes from
-``<out>/last.ckpt`` when started again with the same params, data and pretrained weights
-(``dvc repro`` keeps ``<out>``: ``persist: true``); ``PIPELINE_FRESH=1`` or ``--fresh`` starts
-afresh.
+preprocessing) and ``run.json``, what later stages read; the ``evaluate`` stage puts the MLflow
+run under the comparison's parent run. An interrupted run resumes from ``<out>/last.ckpt`` when
+started again with the same params, data and pretrained weights (``dvc repro`` keeps ``<out>``:
+``persist: true``); ``PIPELINE_FRESH=1`` or ``--fresh`` starts afresh.
 """
 
 from __future__ import annotations
@@ -29,21 +31,25 @@ import lightning as L
 from ..config import Params
 from ..data import read_manifest
 from ..data.budgets import parse_budget
-from ..data.prepare import MANIFEST
+from ..data.splits import MANIFEST
+from ..hashing import file_sha256
+from ..layout import PREPARED, CellKey, cell_dir, pretrained_file
 from ..models.classifier import ImageClassifier
-from ..models.pretrained import load_pretrained
 from ..models.vit import VisionTransformer
-from ..training.resume import file_sha256
-from ..training.run import TrainResult, fit
+from ..models.weights import load_pretrained
+from ..records import RunRecord
+from ..training.fit import TrainingJob, fit
 from ._cli import stage_main
 
 log = logging.getLogger("train")
 
 
-def run(params: Params, args: argparse.Namespace) -> TrainResult:
-    data, out = Path(args.data), Path(args.out)
+def run(params: Params, args: argparse.Namespace) -> RunRecord:
+    data = Path(args.data)
     kind, vp = params.variant(args.variant)
     seed = params.base.seeds[0] if args.seed is None else args.seed
+    key = CellKey(args.variant, args.budget, seed)
+    out = Path(args.out) if args.out else cell_dir(key)
     budget = parse_budget(args.budget)
     manifest = read_manifest(data)
     L.seed_everything(seed)  # the cell's seed gives its initial weights (and data order, ...)
@@ -55,22 +61,19 @@ def run(params: Params, args: argparse.Namespace) -> TrainResult:
               "cell": {"seed": seed, "budget": args.budget},  # not "budget": the DataModule's
               "data.manifest_sha256": file_sha256(data / MANIFEST)}
     if kind == "finetune":  # any checkpoint layout, a model file of ours included
-        weights = Path(args.pretrained or f"models/pretrained/{vp.pretrained}/model.safetensors")
+        weights = Path(args.pretrained) if args.pretrained else pretrained_file(vp.pretrained)
         load_pretrained(vit, weights)
         logged["pretrained.sha256"] = file_sha256(weights)
-    cell = f"{args.variant}/{args.budget}/seed{seed}"  # the MLflow run's name
-    result = fit(
-        name=cell, stage=f"{'train_scratch' if kind == 'scratch' else 'finetune'}",
-        model=ImageClassifier(vit, **vp.model.normalisation),
-        params=vp, trainer_params=params.base.trainer,
-        experiment=params.base.mlflow_experiment, seed=seed, data_dir=data, budget=budget,
-        out_dir=out, logged_params=logged, fresh=True if args.fresh else None,
-        tags={"variant": args.variant, "seed": str(seed), "budget": args.budget},
-    )
-    if result.run_id is not None:  # global rank 0 (the other ranks have no run)
+    job = TrainingJob(
+        name=str(key), stage="train_scratch" if kind == "scratch" else "finetune", recipe=vp,
+        seed=seed, data_dir=data, out_dir=out, logged_params=logged, budget=budget,
+        tags={"variant": args.variant, "seed": str(seed), "budget": args.budget})
+    record = fit(job, ImageClassifier(vit, **vp.model.normalisation), params.base.trainer,
+                 params.base.mlflow_experiment, fresh=True if args.fresh else None)
+    if record.run_id is not None:  # global rank 0 (the other ranks have no run)
         log.info("%s: best val/acc %.4f in %.0f s (MLflow run %s)",
-                 cell, result.best_val_acc, result.train_seconds, result.run_id)
-    return result
+                 key, record.best_val_acc, record.train_seconds, record.run_id)
+    return record
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +82,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="the cell's seed (default: the first of base.seeds)")
     parser.add_argument("--budget", default="all",
                         help="labelled train images per class, or 'all' (default)")
-    parser.add_argument("--data", default="data/prepared")
-    parser.add_argument("--out", required=True, help="checkpoint dir, e.g. models/scratch_ti4")
+    parser.add_argument("--data", default=str(PREPARED))
+    parser.add_argument("--out", default=None,
+                        help="the cell's dir (default: models/<variant>/<budget>/seed<k>)")
     parser.add_argument("--pretrained", default=None,
                         help="weights to start from (finetune only; default "
                              "models/pretrained/<its pretrained>/model.safetensors)")

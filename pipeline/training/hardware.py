@@ -20,7 +20,7 @@ import torch
 from lightning.fabric.utilities.throughput import measure_flops
 from lightning.pytorch.strategies import FSDPStrategy, Strategy
 
-from ..models import ViTConfig, VisionTransformer
+from ..models import VisionTransformer, ViTConfig
 from ..models.vit import Block
 
 

@@ -25,7 +25,6 @@ state in the checkpoint (Lightning does not save it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -43,30 +42,18 @@ from lightning.pytorch.callbacks import Callback
 
 from ..atomic import atomic_write_json
 from ..errors import ResumeError, one_line
-from ..records import RUN
+from ..layout import BEST_CKPT, LAST_CKPT, RESUME_FILE, RUN_FILE
+from ..tracking.runs import abandon_run
 
 log = logging.getLogger(__name__)
 
-STATE = "resume.json"
-FINISHED = RUN  # run.json: written last, the run finished
-LAST = "last.ckpt"
+STATE = RESUME_FILE
+FINISHED = RUN_FILE  # run.json: written last, the run finished
+LAST = LAST_CKPT
 FRESH_ENV = "PIPELINE_FRESH"
-BEST = "best.ckpt"
+BEST = BEST_CKPT
 # what Lightning's ``trainer.fit(ckpt_path=...)`` reads from a full (not weights-only) checkpoint
 RESUME_KEYS = ("state_dict", "epoch", "global_step", "loops", "optimizer_states")
-
-
-def fingerprint(logged_params: dict[str, Any]) -> str:
-    blob = json.dumps(logged_params, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fresh_requested() -> bool:
@@ -222,21 +209,6 @@ def clear_dir(out_dir: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
-
-
-def abandon_run(state: dict[str, Any], reason: str) -> None:
-    """End a previous run KILLED (with the reason as its ``error`` tag) if it is still RUNNING;
-    an unreachable store only costs a warning."""
-    from mlflow import MlflowClient
-
-    try:
-        client = MlflowClient(state.get("tracking_uri"))
-        if client.get_run(state["run_id"]).info.status == "RUNNING":
-            client.set_tag(state["run_id"], "error", f"abandoned: {reason}")
-            client.set_terminated(state["run_id"], "KILLED")
-            log.warning("MLflow run %s ended KILLED: %s", state["run_id"], reason)
-    except Exception as e:  # noqa: BLE001 - marking an old run must not stop a new one
-        log.warning("could not mark MLflow run %s KILLED (%s): %s", state["run_id"], reason, e)
 
 
 def rng_state() -> dict[str, Any]:

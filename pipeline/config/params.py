@@ -1,0 +1,222 @@
+"""Typed schema for ``params.yaml``: one section per DVC stage plus a shared ``base``.
+
+Every stage loads its params through :func:`load_params`, so a typo (unknown key), a wrong type or an
+out-of-range value stops the stage before any download, compute or deletion, with one message naming
+the key path, the value and what is allowed. ``dvc exp run -S key=value`` edits ``params.yaml``
+before the stage runs, so the same check covers it.
+
+Variants: ``scratch`` and ``finetune`` map a variant name to its recipe
+(:mod:`pipeline.config.recipe`), ``pretrained`` maps a name to a weights source that fine-tune
+variants point at. ``dvc.yaml`` expands them into one training stage per (variant, budget, seed)
+cell; names are unique across both and begin the cell's dir ``models/<name>/<budget>/seed<k>``
+and its MLflow run name (:mod:`pipeline.layout`).
+
+    >>> params = load_params("params.yaml")
+    >>> params.finetune["finetune_b16"].train.optimizer.lr
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from ..errors import ParamsError
+from .fields import Budget, Dataset, Name, NonNegInt, PosInt, Seed, Strict, unique
+from .recipe import FinetuneRecipe, PretrainRecipe, Recipe
+
+STRATEGIES = (
+    "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true",
+    "ddp_fork", "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook", "ddp_notebook_find_unused_parameters_false",
+    "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
+    "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
+    "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp",
+    "fsdp_cpu_offload", "single_device", "single_tpu", "single_xla", "xla", "xla_debug",
+)
+
+
+class TrainerParams(Strict):
+    """Hardware and scale-out, passed to ``lightning.Trainer`` (see
+    :mod:`pipeline.training.hardware` for what ``strategy: fsdp`` and ``compile`` build)."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: PosInt | Literal["auto"] | list[NonNegInt] = "auto"
+    num_nodes: PosInt = 1
+    strategy: str = "auto"  # a Lightning strategy name (STRATEGIES): ddp, fsdp, ...
+    precision: Literal["bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "bf16-mixed"
+    num_workers: NonNegInt = 0
+    compile: bool = False  # torch.compile the ViT's forward (checkpoint keys unchanged)
+
+    @model_validator(mode="after")
+    def _known_strategy(self) -> TrainerParams:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is not a Lightning strategy; "
+                             f"one of {sorted(STRATEGIES)}")
+        if self.strategy.startswith("fsdp") and self.accelerator in ("cpu", "mps"):
+            raise ValueError(f"strategy {self.strategy!r} needs CUDA GPUs (FSDP has no CPU "
+                             f"path), not accelerator {self.accelerator!r}; use ddp")
+        return self
+
+
+class BaseParams(Strict):
+    seed: Seed  # the validation split and pretraining (done once, whatever the seeds)
+    # every scratch and fine-tune variant is trained once per seed: its initialisation, data
+    # order, augmentation and (under a budget) which images are labelled
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
+    dataset: Dataset
+    mlflow_experiment: Annotated[str, Field(min_length=1)]
+    trainer: TrainerParams
+
+    @model_validator(mode="after")
+    def _unique_seeds(self) -> BaseParams:
+        unique(self.seeds, "base.seeds")
+        return self
+
+
+class PrepareParams(Strict):
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    download: bool
+    max_train: PosInt | None  # cap train+val (tiny runs); null = all
+    max_test: PosInt | None
+    # label budgets: labelled training images per class ("all": the whole train split); each
+    # variant is trained at every budget, on a stratified subset nested in the larger ones
+    budgets: Annotated[list[Budget], Field(min_length=1)] = ["all"]
+
+    @model_validator(mode="after")
+    def _unique_budgets(self) -> PrepareParams:
+        unique(self.budgets, "prepare.budgets")
+        return self
+
+
+class PretrainedParams(Strict):
+    """One weights source; only the key its ``source`` needs is given."""
+
+    source: Literal["hub", "file", "train"]
+    hub_id: str | None = None  # source: hub
+    path: str | None = None  # source: file
+    pretrain: PretrainRecipe | None = None  # source: train
+
+    @model_validator(mode="after")
+    def _source_complete(self) -> PretrainedParams:
+        need = {"hub": "hub_id", "file": "path", "train": "pretrain"}[self.source]
+        if getattr(self, need) is None:
+            raise ValueError(f"source {self.source!r} needs {need}")
+        if self.source == "hub" and self.hub_id.count("/") != 1:
+            raise ValueError(f"hub_id {self.hub_id!r} is not of the form owner/name")
+        return self
+
+
+class TTAParams(Strict):
+    """Test-time augmentation (:mod:`pipeline.evaluation.tta`): each test image is classified
+    as several views and their softmax averaged; reported beside the plain figures."""
+
+    hflip: bool = True  # the mirrored image too
+    # pixels: > 0 adds the 4 corner crops of the image reflect-padded by this many (training's
+    # crop_padding); it must stay below the test images' height and width
+    shift: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _more_than_the_plain_view(self) -> TTAParams:
+        if not self.hflip and self.shift == 0:
+            raise ValueError("hflip false and shift 0 leave only the plain image: set tta: null "
+                             "to turn test-time augmentation off")
+        return self
+
+
+class EvaluateParams(Strict):
+    batch_size: PosInt
+    # each variant is logged as an MLflow model and registered as "<registered_model>-<variant>";
+    # null: logged, not registered
+    registered_model: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None
+    # test-time augmentation, reported beside the plain figures (never instead); null = off
+    tta: TTAParams | None = None
+
+
+class Params(Strict):
+    base: BaseParams
+    prepare: PrepareParams
+    pretrained: dict[Name, PretrainedParams]
+    scratch: dict[Name, Recipe]  # variants trained from random initialisation
+    finetune: dict[Name, FinetuneRecipe]  # variants fine-tuned from `pretrained` weights
+    evaluate: EvaluateParams
+
+    @model_validator(mode="after")
+    def _variants(self) -> Params:
+        both = set(self.scratch) & set(self.finetune)
+        if both:
+            raise ValueError(f"variant names must be unique; in scratch and finetune: {sorted(both)}")
+        if not self.scratch and not self.finetune:
+            raise ValueError("no variants: scratch and finetune are both empty")
+        if "pretrained" in self.scratch or "pretrained" in self.finetune:
+            raise ValueError("'pretrained' is reserved (models/pretrained holds the weights)")
+        for name, v in self.finetune.items():
+            if v.pretrained not in self.pretrained:
+                raise ValueError(f"finetune.{name}.pretrained: {v.pretrained!r} is not a key of "
+                                 f"pretrained ({sorted(self.pretrained)})")
+        return self
+
+    def variant(self, name: str) -> tuple[str, Recipe]:
+        """``("scratch" | "finetune", its params)``; ParamsError names the known variants."""
+        if name in self.scratch:
+            return "scratch", self.scratch[name]
+        if name in self.finetune:
+            return "finetune", self.finetune[name]
+        raise ParamsError(f"no variant {name!r} in params (scratch: {sorted(self.scratch)}, "
+                       f"finetune: {sorted(self.finetune)})")
+
+    @property
+    def variants(self) -> list[str]:
+        """Every variant, scratch ones first, in params order."""
+        return [*self.scratch, *self.finetune]
+
+    def group_key(self) -> str:
+        """What one comparison is made of: everything the trained models depend on (not how they
+        are evaluated). The MLflow parent run of the variants' runs is keyed by it."""
+        data = self.model_dump(include={"base", "prepare", "pretrained", "scratch", "finetune"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _key(loc: tuple) -> str:
+    """The dotted key path of an error; the optimizer's union tag (``optimizer.sgd.lr``) is left
+    out, since the user wrote ``optimizer.lr``."""
+    parts = [str(p) for i, p in enumerate(loc)
+             if not (i and loc[i - 1] == "optimizer" and p in ("adamw", "sgd"))]
+    return ".".join(parts) or "(top level)"
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: {err.error_count()} invalid param(s):"]
+    for e in err.errors():
+        key = _key(e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (typo?); value {e['input']!r}")
+        else:
+            allowed = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {allowed}; got {e['input']!r}")
+    return "\n".join(lines)
+
+
+def parse_params(data: dict, source: str = "params") -> Params:
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(_format(e, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such params file (run from the project root)") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return parse_params(data, str(path))

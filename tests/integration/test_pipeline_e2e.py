@@ -1,0 +1,262 @@
+"""End to end: ``dvc repro`` of the real dvc.yaml in a temporary workspace with a tiny study.
+
+Digits (bundled with scikit-learn, offline) as the data set; the pretrained weights are a
+safetensors checkpoint written from a randomly initialised timm ViT (``pretrained.source: file``),
+standing in for the hub download. Two variants (scratch, finetune) at two label budgets (3 images
+per class, and all) with one seed, then two: four cells, then eight, each its own stage through DVC's ``matrix``.
+Asserts the metrics (every cell, and the study's aggregates with their intervals; the test-time
+augmentation figures beside the plain ones), the report and its curve, every cell's MLflow run
+under one parent, a no-op second ``dvc repro``, that a fine-tuning param edit re-runs only that
+variant's cells and evaluate, that adding a seed runs only the new cells and evaluate, and which
+stages a code edit re-runs.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import timm
+import yaml
+from safetensors.torch import save_file
+
+from pipeline.records import History
+from pipeline.workspace import make_workspace, stage_env
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dvc(ws, *args) -> str:
+    env = {**stage_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{ws.parent / 'mlflow.db'}"}
+    out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ws, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"dvc {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w@-]+)'", output)
+
+
+VARIANTS = ("scratch", "finetune")
+BUDGETS = ("3", "all")
+
+
+def _cells(variant: str, seeds=(0,)) -> list[str]:
+    stage = "train_scratch" if variant == "scratch" else "finetune"
+    return [f"{stage}@{variant}-{b}-{s}" for b in BUDGETS for s in seeds]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, depth=1,
+                            num_classes=1000)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(root / "ref.safetensors"))
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["base"].update(dataset="digits", mlflow_experiment="e2e")
+    p["base"]["trainer"].update(accelerator="cpu", num_workers=0, devices=1)
+    p["prepare"].update(val_fraction=0.1, max_train=300, max_test=100, download=False)
+    p["pretrained"] = {"ref": {"source": "file", "path": str(root / "ref.safetensors")}}
+    model = {"variant": "Ti/16", "img_size": 16, "patch_size": None, "embed_dim": None,
+             "depth": 1, "num_heads": None, "mlp_ratio": None, "dropout": 0.0,
+             "attn_dropout": 0.0, "drop_path": 0.0}
+    scratch, finetune = p["scratch"]["scratch_ti4"], p["finetune"]["finetune_b16"]
+    for v in (scratch, finetune):
+        v["model"] = dict(model)
+        v["train"].update(epochs=2, batch_size=64, warmup_epochs=0.5, min_steps=None)
+    scratch["augment"]["crop_padding"] = 1
+    finetune["pretrained"] = "ref"
+    finetune["train"]["min_steps"] = 4  # budget 3 (30 images < 64): 5 passes, 2 batches/epoch
+    p["base"]["seeds"] = [0]  # then a second seed is added
+    p["prepare"]["budgets"] = [3, "all"]
+    p["scratch"] = {"scratch": scratch}
+    p["finetune"] = {"finetune": finetune}
+    p["evaluate"]["batch_size"] = 64
+    p["evaluate"]["tta"] = {"hflip": True, "shift": 1}  # every view: 10
+    (root / "params.tiny.yaml").write_text(yaml.safe_dump(p))
+    ws = make_workspace(root / "ws", root / "params.tiny.yaml")
+    first = _dvc(ws, "repro")
+    second = _dvc(ws, "repro")
+    finetune["train"]["optimizer"]["lr"] = 0.003
+    finetune["model"]["drop_path"] = 0.1
+    (ws / "params.yaml").write_text(yaml.safe_dump(p))
+    status = _dvc(ws, "status")
+    third = _dvc(ws, "repro")
+    p["base"]["seeds"] = [0, 1]  # one more seed: only its cells (and evaluate) run
+    (ws / "params.yaml").write_text(yaml.safe_dump(p))
+    fourth = _dvc(ws, "repro")
+    # what a code edit re-runs, as DVC sees it (dvc.yaml's deps; nothing is re-run here)
+    edited = {}
+    for name in ("pipeline/report/page.py", "pipeline/models/vit.py", "pipeline/config/params.py"):
+        path = ws / name
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        edited[name] = _dvc(ws, "status")
+        path.write_text(text)
+    return dict(ws=ws, db=root / "mlflow.db", first=first, second=second, status=status,
+                third=third, fourth=fourth, edited=edited)
+
+
+def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
+    ran = _ran(workspace["first"])
+    assert sorted(ran) == sorted(["prepare", "pretrained@ref", *_cells("scratch"),
+                                  *_cells("finetune"), "evaluate"])
+    assert ran[0] == "prepare" and ran[-1] == "evaluate"
+    assert all(ran.index("pretrained@ref") < ran.index(c) for c in _cells("finetune"))
+    ws = workspace["ws"]
+    metrics = json.loads((ws / "results" / "metrics.json").read_text())
+    # the metrics of the last evaluate (after the third seed was added)
+    cells = metrics["cells"]
+    assert sorted(cells) == sorted(f"{v}/{b}/seed{s}" for v in VARIANTS for b in BUDGETS
+                                   for s in (0, 1))
+    for key, m in cells.items():
+        assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
+        assert m["test_images"] == 100 and m["num_params"] > 0 and m["images_per_s"] > 0
+        tta = m["tta"]  # beside the plain figures, never instead
+        assert set(tta) == {"top1", "top5", "loss", "ece", "views"} and tta["views"] == 10
+        assert 0.0 <= tta["top1"] <= tta["top5"] <= 1.0 and 0.0 <= tta["ece"] <= 1.0
+        assert m["labelled"] == (30 if m["budget"] == "3" else 270)  # 3 per class; 90% of 300
+        # the min_steps floor (finetune only) lengthens the small budget's epochs, not their
+        # number: ceil(2 batches * 64 / 30) = 5 passes; 270 images give 4 batches on their own
+        small, floored = m["budget"] == "3", m["variant"] == "finetune"
+        assert m["epochs"] == 2
+        assert (m["passes"], m["steps"]) == ((5, 4) if small and floored else
+                                             (1, 2) if small else (1, 8))
+        history = History.read(ws / "models" / key).epochs
+        assert [r.epoch for r in history] == list(range(m["epochs"]))
+    study = metrics["study"]
+    assert study["seeds"] == [0, 1] and study["budgets"] == list(BUDGETS)
+    for v in VARIANTS:
+        for b in BUDGETS:
+            agg = study["top1"][v][b]
+            tops = [cells[f"{v}/{b}/seed{s}"]["top1"] for s in (0, 1)]
+            assert agg["method"] == "t" and agg["n"] == 2
+            assert agg["mean"] == pytest.approx(sum(tops) / 2)
+            assert agg["low"] <= agg["mean"] <= agg["high"]
+            tta = study["tta_top1"][v][b]
+            assert tta["mean"] == pytest.approx(
+                sum(cells[f"{v}/{b}/seed{s}"]["tta"]["top1"] for s in (0, 1)) / 2)
+            effect = study["tta_effect"][v][b]
+            assert effect["paired"] and effect["mean"] == pytest.approx(tta["mean"] - agg["mean"])
+    for b in BUDGETS:
+        gain = study["gain"]["finetune-scratch"][b]
+        diffs = [cells[f"finetune/{b}/seed{s}"]["top1"] - cells[f"scratch/{b}/seed{s}"]["top1"]
+                 for s in (0, 1)]
+        assert gain["mean"] == pytest.approx(sum(diffs) / 2) and gain["paired"]
+    report = ws / "results" / "report"
+    for v in VARIANTS:
+        rows = (ws / "results" / "confusion" / f"{v}.csv").read_text().splitlines()
+        assert rows[0] == "actual,predicted" and len(rows) == 101
+    md = (report / "report.md").read_text()
+    assert all(f"| {v} |" in md for v in VARIANTS)
+    assert f"**Test-time augmentation ({study['tta_views']})" in md
+    assert study["tta_views"].startswith("10 views")
+    html = (report / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') >= 8
+    assert (report / "curve.csv").read_text().count("\n") == 1 + len(VARIANTS) * len(BUDGETS)
+    # DVC draws what it can: the confusion matrices and the overlaid val accuracy curves
+    shown = _dvc(ws, "plots", "show", "--json")
+    assert "results/confusion/finetune.csv" in shown and "val accuracy per epoch" in shown
+
+
+def _by_name(client, exp_id, group: str | None = None):
+    runs = client.search_runs([exp_id], order_by=["attributes.start_time ASC"])
+    return {r.info.run_name: r for r in runs
+            if group is None or r.data.tags.get("pipeline.group") == group}
+
+
+def test_every_cell_is_a_run_under_one_parent_with_metrics(workspace):
+    uri = f"sqlite:///{workspace['db']}"
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
+    exp = client.get_experiment_by_name("e2e")
+    parents = sorted(client.search_runs([exp.experiment_id],
+                                        filter_string="tags.`pipeline.role` = 'parent'"),
+                     key=lambda r: r.info.start_time)
+    # the first study, the one after the finetune edit, the one with a third seed
+    assert len(parents) == 3
+    # training runs know nothing of comparisons: evaluate put every cell under the parent; after
+    # the finetune edit the 2 new finetune cells and the 2 reused scratch ones; after the second
+    # seed all 4 earlier cells and the 4 new ones
+    assert workspace["first"].count("goes under this comparison's parent") == 4
+    assert workspace["third"].count("goes under this comparison's parent") == 4
+    assert workspace["fourth"].count("goes under this comparison's parent") == 8
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    # the finetune edit re-trained the finetune cells; their old runs stay with the first parent
+    assert sorted(r.info.run_name for r in children) == sorted(
+        f"finetune/{b}/seed0" for b in BUDGETS)
+    latest = parents[-1]
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{latest.info.run_id}'")
+    by_name = {r.info.run_name: r for r in children}
+    assert set(by_name) == {f"{v}/{b}/seed{s}" for v in VARIANTS for b in BUDGETS
+                            for s in (0, 1)}
+    for name, run in by_name.items():
+        variant, budget, seed = name.split("/")
+        assert run.info.status == "FINISHED"
+        assert {"val/acc", "train/loss_epoch", "test/acc", "test/acc_top5", "test/ece",
+                "model/gflops", "test/acc_tta", "test/acc_top5_tta", "test/loss_tta",
+                "test/ece_tta"} <= set(run.data.metrics)
+        assert run.data.tags["stage"] == ("finetune" if variant == "finetune" else "train_scratch")
+        assert (run.data.tags["variant"], run.data.tags["budget"], run.data.tags["seed"]) == (
+            variant, budget, seed.removeprefix("seed"))
+        assert run.data.params["model.variant"] == "Ti/16"
+    assert "variant.freeze_epochs" in by_name["finetune/all/seed0"].data.params
+    # the parent holds the study: the mean and interval per variant and budget, and the gain
+    for b in BUDGETS:
+        assert {f"top1_mean.{v}.{b}" for v in VARIANTS} <= set(latest.data.metrics)
+        assert {f"gain{w}.finetune-scratch.{b}" for w in ("", "_low", "_high")} <= set(
+            latest.data.metrics)
+        assert {f"{name}{w}.{v}.{b}" for name in ("top1_tta_mean", "tta_effect")
+                for w in ("", "_low", "_high") for v in VARIANTS} <= set(latest.data.metrics)
+    assert "report/report.html" in {a.path for a in client.list_artifacts(latest.info.run_id,
+                                                                          "report")}
+    # the figures' cell of each variant (largest budget, first seed) is logged as an MLflow
+    # model, its test metrics linked to it and to the test split's dataset, and registered
+    for v in VARIANTS:
+        run = by_name[f"{v}/all/seed0"]
+        models = client.search_logged_models([exp.experiment_id], filter_string=(
+            f"source_run_id = '{run.info.run_id}'"))  # a reused run was evaluated again
+        accs = [{m.key: m for m in model.metrics}["test/acc"] for model in models]
+        assert accs and all(a.dataset_name == "digits" for a in accs)
+        assert run.data.metrics["test/acc"] in {a.value for a in accs}
+        version = client.get_model_version(f"vit-cifar10-{v}", "1")
+        assert client.get_run(version.run_id).info.run_name == f"{v}/all/seed0"
+
+
+def test_second_repro_does_nothing(workspace):
+    assert _ran(workspace["second"]) == []
+
+
+def test_finetune_edit_reruns_only_its_cells_and_evaluate(workspace):
+    assert all(c in workspace["status"] for c in _cells("finetune"))
+    assert "train_scratch" not in workspace["status"] and "pretrained" not in workspace["status"]
+    assert sorted(_ran(workspace["third"])) == sorted([*_cells("finetune"), "evaluate"])
+
+
+def test_a_new_seed_runs_only_its_cells_and_evaluate(workspace):
+    ran = _ran(workspace["fourth"])
+    assert sorted(ran) == sorted([*_cells("scratch", (1,)), *_cells("finetune", (1,)),
+                                  "evaluate"])
+
+
+def _stages_in(status: str) -> set[str]:
+    """The stages ``dvc status`` reports as changed (lines ``<stage>:`` at the left margin)."""
+    return {line[:-1] for line in status.splitlines()
+            if line.endswith(":") and not line.startswith((" ", "\t"))}
+
+
+def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(workspace):
+    edited = workspace["edited"]
+    cells = {*_cells("scratch", (0, 1)), *_cells("finetune", (0, 1))}
+    assert _stages_in(edited["pipeline/report/page.py"]) == {"evaluate"}
+    assert _stages_in(edited["pipeline/models/vit.py"]) == {
+        "pretrained@ref", *cells, "evaluate"}  # not prepare: it does not build a model
+    assert _stages_in(edited["pipeline/config/params.py"]) == {
+        "prepare", "pretrained@ref", *cells, "evaluate"}
