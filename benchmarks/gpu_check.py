@@ -450,9 +450,10 @@ def step_fmnist(out: Path, args) -> None:
     update(out, "fmnist", files=str(raw_dir / "fashion_mnist"), md5=raw.sources)
     params = load_params(ROOT / "params.fmnist.yaml")
     vp = params.scratch["fmnist_vit"]
-    prepared = WORK / "fmnist" / "prepared"
+    prepared, test_dir = WORK / "fmnist" / "prepared", WORK / "fmnist" / "test"
     prepare_dataset(raw, prepared, val_fraction=params.prepare.val_fraction, seed=params.base.seed,
-                    max_train=3000 if TINY else None, max_test=1000 if TINY else None)
+                    max_train=3000 if TINY else None, max_test=1000 if TINY else None,
+                    test_dir=test_dir)
     del raw
     dev = device()
     workers = min(args.workers, os.cpu_count() or 1) if not TINY else 1
@@ -501,7 +502,7 @@ def step_fmnist(out: Path, args) -> None:
            train_images=n_train,
            train_images_per_s=n_train * res.epochs / res.train_seconds)
     trained = load_model_file(run_dir / res.model_file)  # the best checkpoint's weights
-    images, labels = splits["test"]
+    images, labels = load_prepared(test_dir)[1]["test"]
     ev, ips = evaluate(trained.classifier, images, labels, batch_size=1024, dev=dev,
                        precision=tr.precision)
     update(out, "fmnist", test_acc=ev.top1, test_top5=ev.top5, test_images=len(labels),

@@ -3,7 +3,8 @@
 ``dvc.yaml`` (checked against it by ``tests/unit/test_layout.py``) agree on where things are.
 
     data/raw/                                   downloads and raw files (not a DVC output)
-    data/prepared/                              the prepared splits (stage prepare)
+    data/prepared/                              train and val splits (stage prepare): training
+    data/test/                                  the test split (stage prepare): evaluate only
     models/pretrained/<name>/model.safetensors  pretrained weights (stage pretrained@<name>)
     models/pretrained/<name>/checkpoints/       its training run, when pretrained here
     models/<variant>/<budget>/seed<k>/          one study cell (stages train_scratch, finetune):
@@ -31,7 +32,8 @@ from pathlib import Path
 
 # the top-level dirs, relative to the workspace (the DVC root)
 DATA_RAW = Path("data/raw")
-PREPARED = Path("data/prepared")
+PREPARED = Path("data/prepared")  # train and val: what training and tuning read
+TEST = Path("data/test")  # the test split: only evaluate reads it
 MODELS = Path("models")
 RESULTS = Path("results")
 

@@ -52,13 +52,20 @@ TINY_MODEL = {
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
-    """128 train / 32 val / 40 test digits, 8x8 gray, prepared."""
+    """128 train / 32 val digits, 8x8 gray, prepared; their 40 test digits are in
+    ``digits_test_dir`` (its sibling ``test``), as the prepare stage writes them."""
     from pipeline.data import load_raw, prepare_dataset
 
     out = tmp_path_factory.mktemp("digits") / "prepared"
     prepare_dataset(load_raw("digits", out.parent / "raw"), out, val_fraction=0.2, seed=0,
-                    max_train=160, max_test=40)
+                    max_train=160, max_test=40, test_dir=out.parent / "test")
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_test_dir(digits_dir):
+    """The 40 test digits of ``digits_dir``, in a dir of their own."""
+    return digits_dir.parent / "test"
 
 
 @pytest.fixture(autouse=True)

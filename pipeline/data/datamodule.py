@@ -141,7 +141,9 @@ class EpochSampler(DistributedSampler):
 
 
 class PreparedDataModule(L.LightningDataModule):
-    """Train/val/test/predict loaders over ``prepared_dir``; predict uses the test split."""
+    """Train/val loaders over ``prepared_dir``; test/predict loaders over ``test_dir`` (the test
+    split's own dir), which is opened only when one of those is asked for: training never
+    reads the test split."""
 
     def __init__(
         self,
@@ -157,6 +159,7 @@ class PreparedDataModule(L.LightningDataModule):
         budget: int | None = None,
         min_batches: int | None = None,
         repeats: int = 1,
+        test_dir: str | Path | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -165,6 +168,7 @@ class PreparedDataModule(L.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.prepared_dir = Path(prepared_dir)
+        self.test_dir = None if test_dir is None else Path(test_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -229,9 +233,16 @@ class PreparedDataModule(L.LightningDataModule):
         return epoch_passes(len(self.dataset("train")), self.batch_size, self.min_batches, world)
 
     def dataset(self, split: str) -> ArrayDataset:
-        """The dataset of ``split`` ("train", "val" or "test"); call :meth:`setup` first."""
+        """The dataset of ``split`` ("train", "val" or "test"); call :meth:`setup` first. The
+        test split is read from ``test_dir`` on first use."""
         if not self._datasets:
             raise RuntimeError("PreparedDataModule.setup() has not been called")
+        if split == "test" and split not in self._datasets:
+            if self.test_dir is None:
+                raise RuntimeError("no test_dir: this PreparedDataModule trains, it does not test")
+            _, splits = load_prepared(self.test_dir)
+            self._datasets["test"] = ArrayDataset(*splits["test"],
+                                                  build_eval_transform(self.image_shape))
         return self._datasets[split]
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:

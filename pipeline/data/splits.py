@@ -1,11 +1,14 @@
-"""The ``prepare`` stage: seeded, stratified train/val/test arrays and a manifest, atomically.
+"""The ``prepare`` stage: seeded, stratified train/val/test arrays and their manifests, atomically.
 
-``prepare_dataset`` writes ``{train,val,test}_{images,labels}.npy`` and ``manifest.json`` into a
-temporary sibling directory and only then swaps it in, so ``out_dir`` is either the previous
-complete result or the new complete result, never a mix. ``load_prepared`` memory-maps it back,
-checking headers and shapes (not the bytes): a missing, truncated or corrupt file, or one that
-disagrees with the manifest, is a one-line DataError naming the file and the way out (re-run the
-prepare stage, which rewrites the whole dir).
+``prepare_dataset`` writes ``{train,val}_{images,labels}.npy`` and ``manifest.json`` into
+``out_dir`` (``data/prepared``: what training and tuning see) and, when asked, the test split
+with a manifest of its own into ``test_dir`` (``data/test``: what only evaluation reads), so that
+no training stage depends on the test split or opens it, and a change to it re-runs evaluation
+alone. Each dir is written into a temporary sibling and only then swapped in, so it is either the
+previous complete result or the new complete result, never a mix. ``load_prepared`` memory-maps a
+dir back (the splits its manifest counts), checking headers and shapes (not the bytes): a
+missing, truncated or corrupt file, or one that disagrees with the manifest, is a one-line
+DataError naming the file and the way out (re-run the prepare stage, which rewrites the dir).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pipeline.data.sources import RawDataset, check_label_range
 from pipeline.errors import DataError, one_line
 
 SPLITS = ("train", "val", "test")
+TRAINING_SPLITS = ("train", "val")  # in the prepared dir; the test split has a dir of its own
 MANIFEST = "manifest.json"
 _PREPARE_HINT = "run the prepare stage first (dvc repro prepare)"
 
@@ -147,11 +151,15 @@ def prepare_dataset(
     seed: int,
     max_train: int | None = None,
     max_test: int | None = None,
+    test_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Write seeded, stratified train/val/test splits of ``raw`` to ``out_dir``; return the manifest
+    """Write seeded, stratified train/val splits of ``raw`` to ``out_dir`` and, with
+    ``test_dir``, its test split to ``test_dir``; return the train/val manifest.
 
     ``max_train`` caps the train+val pool before the val split, ``max_test`` caps the test split;
-    both keep a seeded stratified subset when possible so tiny runs keep every class.
+    both keep a seeded stratified subset when possible so tiny runs keep every class. The two
+    manifests share the dataset's description (name, classes, image shape, sources, seed); each
+    counts only its own splits, so nothing about the test split reaches ``out_dir``.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -161,33 +169,28 @@ def prepare_dataset(
 
     pool = subset_indices(raw.train_labels, max_train, seed)
     train_part, val_part = split_train_val(raw.train_labels[pool], val_fraction, seed)
-    indices = {
-        "train": pool[train_part],
-        "val": pool[val_part],
-        "test": subset_indices(raw.test_labels, max_test, seed),
-    }
-    arrays = {
-        "train": (raw.train_images[indices["train"]], raw.train_labels[indices["train"]]),
-        "val": (raw.train_images[indices["val"]], raw.train_labels[indices["val"]]),
-        "test": (raw.test_images[indices["test"]], raw.test_labels[indices["test"]]),
-    }
+    train, val = pool[train_part], pool[val_part]
+    arrays = {"train": (raw.train_images[train], raw.train_labels[train]),
+              "val": (raw.train_images[val], raw.train_labels[val])}
+    described = {"dataset": raw.name, "classes": list(raw.classes),
+                 "num_classes": raw.num_classes, "image_shape": list(raw.image_shape),
+                 "seed": seed, "sources": dict(raw.sources)}
     mean, std = _channel_stats(arrays["train"][0])
     manifest: dict[str, Any] = {
-        "dataset": raw.name,
-        "classes": list(raw.classes),
-        "num_classes": raw.num_classes,
-        "image_shape": list(raw.image_shape),
-        "counts": {split: len(arrays[split][1]) for split in SPLITS},
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "max_train": max_train,
-        "max_test": max_test,
-        "sources": dict(raw.sources),
-        "mean": mean,
-        "std": std,
-    }
+        **described, "counts": {split: len(arrays[split][1]) for split in TRAINING_SPLITS},
+        "val_fraction": val_fraction, "max_train": max_train, "mean": mean, "std": std}
+    if test_dir is not None:
+        test = subset_indices(raw.test_labels, max_test, seed)
+        test_arrays = {"test": (raw.test_images[test], raw.test_labels[test])}
+        _write_dir(Path(test_dir), test_arrays, {**described, "counts": {"test": len(test)},
+                                                 "max_test": max_test})
+    _write_dir(Path(out_dir), arrays, manifest)
+    return manifest
 
-    out_dir = Path(out_dir)
+
+def _write_dir(out_dir: Path, arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+               manifest: dict[str, Any]) -> None:
+    """``arrays`` (``{split: (images, labels)}``) and ``manifest`` as ``out_dir``, atomically."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(out_dir)
     tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -195,13 +198,12 @@ def prepare_dataset(
         shutil.rmtree(tmp_dir)
     try:
         tmp_dir.mkdir()
-        for split in SPLITS:
-            _write_split(tmp_dir, split, *arrays[split])
+        for split, (images, labels) in arrays.items():
+            _write_split(tmp_dir, split, images, labels)
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_in(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    return manifest
 
 
 def read_manifest(prepared_dir: Path) -> dict[str, Any]:
@@ -259,9 +261,10 @@ def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
             f"{hint}"
         )
     counts = manifest["counts"]
-    if not isinstance(counts, dict):
-        raise bad("counts", f"an object with keys {', '.join(SPLITS)}", counts)
-    for split in SPLITS:
+    if not isinstance(counts, dict) or not counts or set(counts) - set(SPLITS):
+        raise bad("counts", f"an object with some of the keys {', '.join(SPLITS)}", counts)
+    expected = TRAINING_SPLITS if set(counts) & set(TRAINING_SPLITS) else ("test",)
+    for split in expected:  # a prepared dir holds train and val; a test dir, test
         count = counts.get(split)
         if not _is_count(count, 1):
             raise bad(f"counts[{split!r}]", "a positive integer (no empty split)", count)
@@ -295,7 +298,8 @@ def _open_array(path: Path, hint: str) -> np.ndarray:
 def load_prepared(
     prepared_dir: Path,
 ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Manifest and memory-mapped ``{split: (images, labels)}``, checked against the manifest
+    """Manifest and memory-mapped ``{split: (images, labels)}`` of the splits the manifest
+    counts (train and val in a prepared dir, test in a test dir), checked against the manifest
     (headers and shapes; the labels' range too, as they are small)."""
     prepared_dir = Path(prepared_dir)
     manifest = read_manifest(prepared_dir)
@@ -303,7 +307,7 @@ def load_prepared(
     manifest_path = prepared_dir / MANIFEST
     shape = tuple(manifest["image_shape"])
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split in SPLITS:
+    for split in (s for s in SPLITS if s in manifest["counts"]):
         images_path = prepared_dir / f"{split}_images.npy"
         labels_path = prepared_dir / f"{split}_labels.npy"
         images, labels = _open_array(images_path, hint), _open_array(labels_path, hint)

@@ -1,6 +1,6 @@
 """Stage ``evaluate``: every cell of the study on the test split, aggregated, reported, tracked.
 
-    python -m pipeline.stages.evaluate --data data/prepared --models models --out results
+    python -m pipeline.stages.evaluate --test data/test --models models --out results
 
 A thin CLI over library functions, each callable on its own:
 
@@ -17,7 +17,8 @@ A thin CLI over library functions, each callable on its own:
    ``<evaluate.registered_model>-<variant>``) and the comparison: every cell's run under one
    parent, its test metrics, the study's aggregates and the report in the parent.
 
-Outputs (:mod:`pipeline.layout`): ``<out>/metrics.json``, ``<out>/report/``,
+It reads the test split (``--test``, the one stage that does) and the cells' dirs, nothing of
+the training data. Outputs (:mod:`pipeline.layout`): ``<out>/metrics.json``, ``<out>/report/``,
 ``<out>/confusion/<variant>.csv``.
 """
 
@@ -43,7 +44,7 @@ from ..evaluation.cell import (
 from ..evaluation.metrics_file import write_metrics
 from ..evaluation.study import summarise
 from ..evaluation.tta import TTAViews, check_shift
-from ..layout import MODELS, PREPARED, RESULTS, cell_keys, confusion_file, metrics_file, report_dir
+from ..layout import MODELS, RESULTS, TEST, cell_keys, confusion_file, metrics_file, report_dir
 from ..models.device import autocast_dtype, inference_device
 from ..report import VariantResult, build_report, confusion_csv
 from ..tracking.comparison import log_comparison
@@ -66,8 +67,8 @@ def tta_views(params: Params, image_shape: tuple[int, ...]) -> TTAViews | None:
 
 
 def run(params: Params, args: argparse.Namespace) -> dict:
-    data_dir, out, models_dir = Path(args.data), Path(args.out), Path(args.models)
-    manifest, splits = load_prepared(data_dir)
+    test_dir, out, models_dir = Path(args.test), Path(args.out), Path(args.models)
+    manifest, splits = load_prepared(test_dir)
     images, labels = splits["test"]
     labels = np.asarray(labels, dtype=np.int64)
     classes = list(manifest["classes"])
@@ -107,7 +108,7 @@ def run(params: Params, args: argparse.Namespace) -> dict:
                         prefix=params.evaluate.registered_model,
                         image_shape=tuple(manifest["image_shape"]), model_ids=model_ids)
     finally:  # the metrics, linked to the models logged so far
-        log_comparison(params, results, study, data_dir=data_dir, models_dir=models_dir,
+        log_comparison(params, results, study, test_dir=test_dir, models_dir=models_dir,
                        report_dir=report_dir(out), confusion=confusion,
                        model_ids={shown[v]: i for v, i in model_ids.items()})
     print((report_dir(out) / "report.md").read_text())
@@ -115,7 +116,7 @@ def run(params: Params, args: argparse.Namespace) -> dict:
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=str(PREPARED))
+    parser.add_argument("--test", default=str(TEST), help="the test split (stage prepare)")
     parser.add_argument("--models", default=str(MODELS),
                         help="where the cells' dirs are (<models>/<variant>/<budget>/seed<k>)")
     parser.add_argument("--out", default=str(RESULTS))

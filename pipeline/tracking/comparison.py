@@ -127,7 +127,7 @@ def pretraining_runs(params: Params, models_dir: Path) -> dict[str, str]:
 
 
 def log_comparison(params: Params, results: Sequence[CellResult], study: Study, *,
-                   data_dir: Path, models_dir: Path, report_dir: Path,
+                   test_dir: Path, models_dir: Path, report_dir: Path,
                    confusion: Mapping[CellKey, Path],
                    model_ids: Mapping[CellKey, str]) -> str | None:
     """Every cell's run (and our pretraining runs) under the comparison's parent run; each cell's
@@ -137,7 +137,7 @@ def log_comparison(params: Params, results: Sequence[CellResult], study: Study, 
     Returns the parent run id."""
     try:
         mlflow = client()
-        test = split_datasets(data_dir)["test"]
+        test = split_datasets(test_dir)["test"]
         exp = mlflow.get_experiment_by_name(params.base.mlflow_experiment)
         if exp is None:
             raise TrackingError(f"no experiment {params.base.mlflow_experiment!r}")

@@ -1,8 +1,8 @@
 """The prepared splits as MLflow datasets: what a run trained, validated and was tested on.
 
-Every training run logs its train, val and test splits as dataset inputs (contexts train /
-validation / test); the evaluate stage links its test metrics to the test split's dataset. MLflow
-is imported inside the functions: the data layer stays usable without it.
+Every training run logs the splits it reads, train and val, as dataset inputs (contexts train /
+validation); it never opens the test split. The evaluate stage links its test metrics to the test
+split's dataset, from the test dir. MLflow is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
 
 
 def split_datasets(data_dir: Path) -> dict[str, Any]:
-    """The prepared splits in ``data_dir`` as MLflow datasets, ``{split: NumpyDataset}``: named
+    """The splits in the prepared (or test) dir ``data_dir`` as MLflow datasets, ``{split: NumpyDataset}``: named
     after the data set, digest the first 8 hex digits of sha256(manifest.json + split name), the
     split's images file as source, and its array shapes (split size first) as profile."""
     import hashlib
@@ -37,8 +37,8 @@ def split_datasets(data_dir: Path) -> dict[str, Any]:
 
 
 def log_datasets(client, run_id: str, data_dir: Path) -> None:
-    """The prepared splits as the run's dataset inputs, with contexts train/validation/test (a
-    resumed run logs the same inputs again, which MLflow keeps once)."""
+    """The splits in ``data_dir`` as the run's dataset inputs, with their contexts (a resumed run
+    logs the same inputs again, which MLflow keeps once)."""
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 

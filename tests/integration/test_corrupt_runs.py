@@ -214,7 +214,7 @@ def test_a_stage_on_a_corrupt_file_prints_one_error_line_and_exits_2(
 
 
 def test_evaluate_on_a_corrupt_model_file_prints_one_line_and_keeps_the_last_results(
-        digits_dir, tmp_path, tiny_params):
+        digits_dir, digits_test_dir, tmp_path, tiny_params):
     """The evaluate stage's CLI reads every variant's files before it writes anything: a bad one
     is named in one line (exit 2), and the results of the last good evaluation stay as they
     were."""
@@ -229,7 +229,7 @@ def test_evaluate_on_a_corrupt_model_file_prints_one_line_and_keeps_the_last_res
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
 
     res = subprocess.run(
-        [sys.executable, "-m", "pipeline.stages.evaluate", "--data", str(digits_dir),
+        [sys.executable, "-m", "pipeline.stages.evaluate", "--test", str(digits_test_dir),
          "--models", "models", "--out", "results"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": "sqlite:///m.db"})

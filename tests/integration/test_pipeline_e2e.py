@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import timm
 import yaml
@@ -99,6 +100,15 @@ def workspace(tmp_path_factory):
         path.write_text(text + "\n# an edit\n")
         edited[name] = _dvc(ws, "status")
         path.write_text(text)
+    # noise in place of the test arrays: the training cells neither depend on them nor open
+    # them (DVC sees prepare's output and evaluate's input changed, nothing else)
+    test_files = {p: p.read_bytes() for p in (ws / "data" / "test").glob("*.npy")}
+    for path in test_files:
+        array = np.load(path)
+        np.save(path, np.random.default_rng(0).permutation(array))
+    edited["data/test"] = _dvc(ws, "status")
+    for path, data in test_files.items():
+        path.write_bytes(data)
     return dict(ws=ws, db=root / "mlflow.db", first=first, second=second, status=status,
                 third=third, fourth=fourth, edited=edited)
 
@@ -260,3 +270,5 @@ def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(workspace):
         "pretrained@ref", *cells, "evaluate"}  # not prepare: it does not build a model
     assert _stages_in(edited["pipeline/config/params.py"]) == {
         "prepare", "pretrained@ref", *cells, "evaluate"}
+    # the test split reaches evaluate alone
+    assert _stages_in(edited["data/test"]) == {"prepare", "evaluate"}

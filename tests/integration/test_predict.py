@@ -37,7 +37,7 @@ from pipeline.training.fit import TrainingJob, fit
 
 
 @pytest.fixture(scope="module")
-def trained(digits_dir, tmp_path_factory):
+def trained(digits_dir, digits_test_dir, tmp_path_factory):
     """A 1-epoch tiny ViT on digits: its model file (and best.ckpt), MLflow run (own SQLite db)
     and test images."""
     tmp = tmp_path_factory.mktemp("predict")
@@ -55,7 +55,7 @@ def trained(digits_dir, tmp_path_factory):
         job = TrainingJob(name="scratch", stage="train_scratch", recipe=sp, seed=0,
                           data_dir=digits_dir, out_dir=tmp / "ckpt")
         result = fit(job, model, p.base.trainer, "predict")
-    _, splits = load_prepared(digits_dir)
+    _, splits = load_prepared(digits_test_dir)
     images = np.array(splits["test"][0][:12])  # (12, 8, 8, 1) uint8
     return SimpleNamespace(model=tmp / "ckpt" / result.model_file, dir=tmp / "ckpt",
                            ckpt=tmp / "ckpt" / "best.ckpt", run_id=result.run_id, uri=uri,

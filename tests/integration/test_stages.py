@@ -4,6 +4,7 @@ import contextlib
 import io
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_a_tta_shift_that_does_not_fit_the_test_images_stops_evaluate(tmp_path, 
     res = _stage(tmp_path, "prepare", "--out", "data/prepared", params=tiny_params)
     assert res.returncode == 0, res.stderr
     tiny_params["evaluate"]["tta"] = {"hflip": True, "shift": 8}  # digits are 8x8
-    res = _stage(tmp_path, "evaluate", "--data", "data/prepared", "--models", "models",
+    res = _stage(tmp_path, "evaluate", "--test", "data/test", "--models", "models",
                  "--out", "results", params=tiny_params)
     assert res.returncode == 2  # before it reads a model
     assert "evaluate.tta.shift: shift must be in [0, 8) for 8x8 images (reflect padding), " \
@@ -119,3 +120,16 @@ def test_failed_fetch_keeps_the_previous_pretrained_weights(tmp_path, tiny_param
     assert res.returncode == 2 and "missing.safetensors" in res.stderr
     assert (previous / "model.safetensors").read_bytes() == b"weights fetched earlier"
     assert sorted(p.name for p in previous.iterdir()) == ["model.safetensors"]
+
+
+def test_a_training_cell_never_opens_the_test_split(tmp_path, tiny_params, digits_dir):
+    """The train stage on a prepared dir with no test split anywhere (the prepare stage writes
+    it to data/test, which no training stage depends on): it trains, and its MLflow run names
+    only the splits it read."""
+    shutil.copytree(digits_dir, tmp_path / "data" / "prepared")
+    tiny_params["scratch"]["scratch"]["train"]["epochs"] = 1
+    res = _stage(tmp_path, "train", "scratch", "--data", "data/prepared", "--out", "cell",
+                 params=tiny_params)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "cell" / "model.safetensors").is_file() and not (tmp_path / "data" /
+                                                                         "test").exists()

@@ -24,12 +24,12 @@ from pipeline.tracking.uri import tracking_uri
 
 
 @pytest.fixture
-def evaluated(tiny_params, digits_dir, tmp_path):
+def evaluated(tiny_params, digits_test_dir, tmp_path):
     """Two seeds of each variant of the tiny params, as training leaves them (a model file and
     run.json naming a real MLflow run), evaluated on the digits test split."""
     tiny_params["base"]["seeds"] = [0, 1]
     params = parse_params(tiny_params)
-    manifest, splits = load_prepared(digits_dir)
+    manifest, splits = load_prepared(digits_test_dir)
     images, labels = splits["test"]
     labels = np.asarray(labels, dtype=np.int64)
     client = mlflow.MlflowClient(tracking_uri())
@@ -57,7 +57,7 @@ def evaluated(tiny_params, digits_dir, tmp_path):
     report = tmp_path / "report"
     report.mkdir()
     (report / "report.html").write_text("<html></html>")
-    return params, results, study, report, digits_dir, models, manifest, client
+    return params, results, study, report, digits_test_dir, models, manifest, client
 
 
 def test_every_cell_goes_under_one_parent_with_its_metrics(evaluated, tmp_path):
@@ -76,7 +76,7 @@ def test_every_cell_goes_under_one_parent_with_its_metrics(evaluated, tmp_path):
     assert (tracking._tracking_uri, registry._registry_uri) == fluent  # put back as they were
     confusion = tmp_path / "scratch.csv"
     confusion.write_text("actual,predicted\n")
-    parent = log_comparison(params, [r for _, r in results], study, data_dir=data,
+    parent = log_comparison(params, [r for _, r in results], study, test_dir=data,
                             models_dir=models, report_dir=report,
                             confusion={shown["scratch"]: confusion},
                             model_ids={shown[v]: i for v, i in model_ids.items()})
@@ -99,7 +99,7 @@ def test_every_cell_goes_under_one_parent_with_its_metrics(evaluated, tmp_path):
     assert version.run_id == [
         r.run.run_id for _, r in results if r.key == shown["finetune"]][0]
     # a second evaluation finds the same parent
-    again = log_comparison(params, [r for _, r in results], study, data_dir=data,
+    again = log_comparison(params, [r for _, r in results], study, test_dir=data,
                            models_dir=models, report_dir=report, confusion={}, model_ids={})
     assert again == parent
 
@@ -107,6 +107,6 @@ def test_every_cell_goes_under_one_parent_with_its_metrics(evaluated, tmp_path):
 def test_a_store_that_fails_is_reported_not_fatal(evaluated, monkeypatch, caplog):
     params, results, study, report, data, models, _, _ = evaluated
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////no/such/dir/m.db")
-    parent = log_comparison(params, [r for _, r in results], study, data_dir=data,
+    parent = log_comparison(params, [r for _, r in results], study, test_dir=data,
                             models_dir=models, report_dir=report, confusion={}, model_ids={})
     assert parent is None and "could not log the test results to MLflow" in caplog.text

@@ -66,7 +66,7 @@ def _params(tmp_path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, digits_dir):
+def study(tmp_path_factory, digits_dir, digits_test_dir):
     root = tmp_path_factory.mktemp("which")
     raw = _params(root)
     params = parse_params(raw)
@@ -80,7 +80,7 @@ def study(tmp_path_factory, digits_dir):
             train_stage.run(params, SimpleNamespace(
                 variant=variant, data=str(digits_dir), out=f"models/{variant}/all/seed0",
                 pretrained=None, fresh=False, seed=0, budget="all"))
-        evaluate_stage.run(params, SimpleNamespace(data=str(digits_dir), models="models",
+        evaluate_stage.run(params, SimpleNamespace(test=str(digits_test_dir), models="models",
                                                    out="results"))
     return SimpleNamespace(root=root, params=params, raw=raw)
 

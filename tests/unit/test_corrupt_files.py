@@ -70,9 +70,11 @@ def _npz_for(name):
          "manifest_count_off"],
 )  # fmt: skip
 def test_corrupt_prepared_data_is_named_in_one_line_and_nothing_else_is_touched(
-        digits_dir, tmp_path, name, edit, why):
-    prepared = tmp_path / "data" / "prepared"
-    shutil.copytree(digits_dir, prepared)
+        digits_dir, digits_test_dir, tmp_path, name, edit, why):
+    # the test split's files are in the test dir, the others in the prepared dir
+    which = digits_test_dir if name.startswith("test_") else digits_dir
+    prepared = tmp_path / "data" / which.name
+    shutil.copytree(which, prepared)
     edit(prepared)
     before = snapshot(prepared)
 
@@ -90,9 +92,11 @@ def test_corrupt_prepared_data_is_named_in_one_line_and_nothing_else_is_touched(
         assert str(again.value) == message
 
 
-def test_load_prepared_still_memory_maps(digits_dir):
-    _, splits = load_prepared(digits_dir)
-    assert all(isinstance(a, np.memmap) for pair in splits.values() for a in pair)
+def test_load_prepared_still_memory_maps(digits_dir, digits_test_dir):
+    for d, names in ((digits_dir, ["train", "val"]), (digits_test_dir, ["test"])):
+        _, splits = load_prepared(d)
+        assert list(splits) == names
+        assert all(isinstance(a, np.memmap) for pair in splits.values() for a in pair)
 
 
 CORRUPT_AFTER_TRAINING = [

@@ -15,6 +15,7 @@ from pipeline.layout import (
     MODELS,
     PREPARED,
     RESULTS,
+    TEST,
     CellKey,
     cell_dir,
     cell_keys,
@@ -46,11 +47,12 @@ def _arg(cmd: str, flag: str) -> str:
     return m.group(1)
 
 
-def test_prepare_writes_the_prepared_dir(stages):
+def test_prepare_writes_the_prepared_dir_and_the_test_dir(stages):
     s = stages["prepare"]
     assert _arg(s["cmd"], "--raw") == str(layout.DATA_RAW)
     assert _arg(s["cmd"], "--out") == str(PREPARED)
-    assert _outs(s) == [str(PREPARED)]
+    assert _arg(s["cmd"], "--test") == str(TEST)
+    assert _outs(s) == [str(PREPARED), str(TEST)]
 
 
 def test_pretrained_writes_its_weights_dir(stages):
@@ -68,16 +70,16 @@ def test_each_training_cell_writes_its_cell_dir(stages, stage):
     assert _arg(cmd, "--data") == str(PREPARED)
     assert _arg(cmd, "--budget") == ITEM.budget and _arg(cmd, "--seed") == ITEM.seed
     assert _outs(s) == [str(cell_dir(ITEM))]
-    assert str(PREPARED) in s["deps"]
+    assert str(PREPARED) in s["deps"] and str(TEST) not in s["deps"]  # never the test split
     if stage == "finetune":  # every weights source (a matrix item cannot name its own)
         assert str(MODELS / layout.PRETRAINED) in s["deps"]
 
 
-def test_evaluate_reads_models_and_writes_results(stages):
+def test_evaluate_reads_the_test_split_and_models_and_writes_results(stages):
     s = stages["evaluate"]
-    assert (_arg(s["cmd"], "--data"), _arg(s["cmd"], "--models"), _arg(s["cmd"], "--out")) == (
-        str(PREPARED), str(MODELS), str(RESULTS))
-    assert {str(PREPARED), str(MODELS)} <= set(s["deps"])
+    assert (_arg(s["cmd"], "--test"), _arg(s["cmd"], "--models"), _arg(s["cmd"], "--out")) == (
+        str(TEST), str(MODELS), str(RESULTS))
+    assert {str(TEST), str(MODELS)} <= set(s["deps"]) and str(PREPARED) not in s["deps"]
     assert set(_outs(s)) == {str(report_dir()), str(confusion_dir())}
     assert _outs(s, "metrics") == [str(metrics_file())]
 
@@ -101,12 +103,12 @@ def _defaults(module) -> dict:
 def test_stage_defaults_are_the_layout():
     from pipeline.stages import evaluate, prepare, pretrained, train
 
-    assert {k: _defaults(prepare)[k] for k in ("raw", "out")} == {
-        "raw": str(layout.DATA_RAW), "out": str(PREPARED)}
+    assert {k: _defaults(prepare)[k] for k in ("raw", "out", "test")} == {
+        "raw": str(layout.DATA_RAW), "out": str(PREPARED), "test": str(TEST)}
     assert _defaults(pretrained)["raw"] == str(layout.DATA_RAW)
     assert _defaults(train)["data"] == str(PREPARED)
-    assert {k: _defaults(evaluate)[k] for k in ("data", "models", "out")} == {
-        "data": str(PREPARED), "models": str(MODELS), "out": str(RESULTS)}
+    assert {k: _defaults(evaluate)[k] for k in ("test", "models", "out")} == {
+        "test": str(TEST), "models": str(MODELS), "out": str(RESULTS)}
 
 
 def test_paths():

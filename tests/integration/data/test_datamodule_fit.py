@@ -36,9 +36,10 @@ class _Tiny(L.LightningModule):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_lightning_fit_and_predict(digits_dir, num_workers):
+def test_lightning_fit_and_predict(digits_dir, digits_test_dir, num_workers):
     dm = PreparedDataModule(
-        digits_dir, batch_size=8, num_workers=num_workers, crop_padding=1, hflip=True
+        digits_dir, batch_size=8, num_workers=num_workers, crop_padding=1, hflip=True,
+        test_dir=digits_test_dir,
     )
     model = _Tiny(8 * 8 * 1, dm.num_classes)
     trainer = L.Trainer(

@@ -16,13 +16,15 @@ from pipeline.errors import DataError
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, fakes):
-    """Prepared dirs: 'rgb' 8x8x3 (48 train / 12 val / 30 test) and 'gray' 8x8x1."""
+    """Prepared dirs: 'rgb' 8x8x3 (48 train / 12 val; its 30 test images in 'rgb_test') and
+    'gray' 8x8x1 (and 'gray_test')."""
     root = tmp_path_factory.mktemp("prepared")
     dirs = {}
     for name, shape in (("rgb", (8, 8, 3)), ("gray", (8, 8, 1))):
         raw = fakes.make_raw(train_per_class=6, test_per_class=3, shape=shape)
-        prepare_dataset(raw, root / name, val_fraction=0.2, seed=0)
-        dirs[name] = root / name
+        prepare_dataset(raw, root / name, val_fraction=0.2, seed=0,
+                        test_dir=root / f"{name}_test")
+        dirs[name], dirs[f"{name}_test"] = root / name, root / f"{name}_test"
     return dirs
 
 
@@ -45,7 +47,7 @@ def test_batches_are_uint8_hwc_with_int64_labels(prepared, kind, channels):
     x, y = next(iter(dm.train_dataloader()))
     assert x.dtype == torch.uint8 and x.shape == (16, 8, 8, channels)
     assert y.dtype == torch.int64 and y.shape == (16,)
-    assert dm.manifest["counts"] == {"train": 48, "val": 12, "test": 30}
+    assert dm.manifest["counts"] == {"train": 48, "val": 12}
 
 
 def test_loader_settings(prepared):
@@ -64,14 +66,30 @@ def test_loader_settings(prepared):
 
 
 def test_eval_loaders_are_unshuffled_and_untouched(prepared):
-    dm = PreparedDataModule(prepared["rgb"], batch_size=8, crop_padding=2, hflip=True)
+    dm = PreparedDataModule(prepared["rgb"], batch_size=8, crop_padding=2, hflip=True,
+                            test_dir=prepared["rgb_test"])
     dm.setup()
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader()),
                           ("test", dm.predict_dataloader())):  # fmt: skip
         x = torch.cat([b[0] for b in loader]).numpy()
         y = torch.cat([b[1] for b in loader]).numpy()
-        np.testing.assert_array_equal(x, np.load(prepared["rgb"] / f"{split}_images.npy"))
-        np.testing.assert_array_equal(y, np.load(prepared["rgb"] / f"{split}_labels.npy"))
+        where = prepared["rgb_test"] if split == "test" else prepared["rgb"]
+        np.testing.assert_array_equal(x, np.load(where / f"{split}_images.npy"))
+        np.testing.assert_array_equal(y, np.load(where / f"{split}_labels.npy"))
+
+
+def test_training_never_opens_the_test_split(prepared, tmp_path):
+    """A training DataModule sets up and loads train and val with no test dir at all, and asks
+    for the test split only when a test loader is wanted."""
+    import shutil
+
+    alone = tmp_path / "prepared"
+    shutil.copytree(prepared["rgb"], alone)  # no test dir beside it
+    dm = PreparedDataModule(alone, batch_size=8)
+    dm.setup("fit")
+    assert len(_epoch(dm.train_dataloader())) == 6 and len(_epoch(dm.val_dataloader())) == 2
+    with pytest.raises(RuntimeError, match="no test_dir"):
+        dm.test_dataloader()
 
 
 def test_train_loader_shuffles_reproducibly_in_process(prepared):

@@ -1,4 +1,5 @@
-"""The prepare stage: splits, caps, manifest, determinism, atomic replacement, loading back."""
+"""The prepare stage: splits, caps, the two manifests (train/val in the prepared dir, test in a
+dir of its own), determinism, atomic replacement, loading back."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from corrupt_helpers import edit_manifest, resave
 from pipeline.data import load_prepared, prepare_dataset, read_manifest
 from pipeline.errors import DataError
 
-FILES = [
-    f"{split}_{kind}.npy" for split in ("train", "val", "test") for kind in ("images", "labels")
-]
+FILES = [f"{split}_{kind}.npy" for split in ("train", "val") for kind in ("images", "labels")]
+TEST_FILES = ["test_images.npy", "test_labels.npy"]
 
 
 def _saved(out_dir, split):
@@ -23,20 +23,26 @@ def _saved(out_dir, split):
 
 def test_writes_files_and_manifest(tmp_path, fakes):
     raw = fakes.make_raw()  # 10 classes x 40 train, x 10 test, 8x8x3
-    out = tmp_path / "prepared"
-    manifest = prepare_dataset(raw, out, val_fraction=0.1, seed=3)
+    out, test = tmp_path / "prepared", tmp_path / "test"
+    manifest = prepare_dataset(raw, out, val_fraction=0.1, seed=3, test_dir=test)
 
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, "manifest.json"])
+    assert sorted(p.name for p in test.iterdir()) == sorted([*TEST_FILES, "manifest.json"])
     assert json.loads((out / "manifest.json").read_text()) == manifest
-    assert manifest["counts"] == {"train": 360, "val": 40, "test": 100}
+    assert manifest["counts"] == {"train": 360, "val": 40}
     assert manifest["dataset"] == "synthetic" and manifest["num_classes"] == 10
     assert manifest["classes"] == raw.classes and manifest["image_shape"] == [8, 8, 3]
     assert manifest["val_fraction"] == 0.1 and manifest["seed"] == 3
     assert manifest["sources"] == raw.sources
+    assert "max_test" not in manifest  # nothing of the test split in what training reads
+    test_manifest = read_manifest(test)
+    assert test_manifest["counts"] == {"test": 100} and test_manifest["max_test"] is None
+    for key in ("dataset", "classes", "num_classes", "image_shape", "seed", "sources"):
+        assert test_manifest[key] == manifest[key], key
 
     train_x, train_y = _saved(out, "train")
     val_x, val_y = _saved(out, "val")
-    test_x, test_y = _saved(out, "test")
+    test_x, test_y = _saved(test, "test")
     assert (
         train_x.dtype == np.uint8 and train_x.shape == (360, 8, 8, 3) and train_y.dtype == np.int64
     )
@@ -59,13 +65,17 @@ def test_writes_files_and_manifest(tmp_path, fakes):
 
 def test_same_seed_same_split_other_seed_differs(tmp_path, fakes):
     raw = fakes.make_raw()
-    a = prepare_dataset(raw, tmp_path / "a", val_fraction=0.2, seed=7, max_train=200, max_test=50)
-    b = prepare_dataset(raw, tmp_path / "b", val_fraction=0.2, seed=7, max_train=200, max_test=50)
-    c = prepare_dataset(raw, tmp_path / "c", val_fraction=0.2, seed=8, max_train=200, max_test=50)
+    a, b, c = (prepare_dataset(raw, tmp_path / x, val_fraction=0.2, seed=seed, max_train=200,
+                               max_test=50, test_dir=tmp_path / f"{x}_test")
+               for x, seed in (("a", 7), ("b", 7), ("c", 8)))
     assert a == b and a["counts"] == c["counts"]
     for name in FILES:
         np.testing.assert_array_equal(
             np.load(tmp_path / "a" / name), np.load(tmp_path / "b" / name)
+        )
+    for name in TEST_FILES:
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "a_test" / name), np.load(tmp_path / "b_test" / name)
         )
     assert not np.array_equal(
         np.load(tmp_path / "a/val_images.npy"), np.load(tmp_path / "c/val_images.npy")
@@ -75,21 +85,26 @@ def test_same_seed_same_split_other_seed_differs(tmp_path, fakes):
 def test_caps_keep_every_class(tmp_path, fakes):
     raw = fakes.make_raw()
     manifest = prepare_dataset(
-        raw, tmp_path / "p", val_fraction=0.2, seed=0, max_train=100, max_test=20
+        raw, tmp_path / "p", val_fraction=0.2, seed=0, max_train=100, max_test=20,
+        test_dir=tmp_path / "t",
     )
-    assert manifest["counts"] == {"train": 80, "val": 20, "test": 20}
-    assert manifest["max_train"] == 100 and manifest["max_test"] == 20
+    test_manifest = read_manifest(tmp_path / "t")
+    assert manifest["counts"] == {"train": 80, "val": 20} and test_manifest["counts"] == {
+        "test": 20}
+    assert manifest["max_train"] == 100 and test_manifest["max_test"] == 20
     for split, per_class in (("train", 8), ("val", 2), ("test", 2)):
-        labels = np.load(tmp_path / "p" / f"{split}_labels.npy")
+        labels = np.load(tmp_path / ("t" if split == "test" else "p") / f"{split}_labels.npy")
         assert np.bincount(labels, minlength=10).tolist() == [per_class] * 10, split
 
 
 def test_caps_too_small_to_stratify_still_work(tmp_path, fakes):
     raw = fakes.make_raw()
     manifest = prepare_dataset(
-        raw, tmp_path / "p", val_fraction=0.25, seed=0, max_train=5, max_test=3
+        raw, tmp_path / "p", val_fraction=0.25, seed=0, max_train=5, max_test=3,
+        test_dir=tmp_path / "t",
     )
-    assert manifest["counts"] == {"train": 3, "val": 2, "test": 3}
+    assert manifest["counts"] == {"train": 3, "val": 2}
+    assert read_manifest(tmp_path / "t")["counts"] == {"test": 3}
 
 
 def test_empty_split_is_an_error(tmp_path, fakes):
@@ -161,15 +176,19 @@ def test_success_replaces_previous_result(tmp_path, fakes):
 def test_load_prepared_round_trip_is_memory_mapped(tmp_path, fakes):
     raw = fakes.make_raw(shape=(6, 5, 1))
     out = tmp_path / "prepared"
-    manifest = prepare_dataset(raw, out, val_fraction=0.1, seed=0)
+    manifest = prepare_dataset(raw, out, val_fraction=0.1, seed=0, test_dir=tmp_path / "test")
     loaded_manifest, splits = load_prepared(out)
-    assert loaded_manifest == manifest and list(splits) == ["train", "val", "test"]
-    for split, (images, labels) in splits.items():
-        assert isinstance(images, np.memmap) and isinstance(labels, np.memmap)
-        assert images.shape == (manifest["counts"][split], 6, 5, 1)
-        saved_x, saved_y = _saved(out, split)
-        np.testing.assert_array_equal(images, saved_x)
-        np.testing.assert_array_equal(labels, saved_y)
+    assert loaded_manifest == manifest and list(splits) == ["train", "val"]
+    test_manifest, test_splits = load_prepared(tmp_path / "test")
+    assert list(test_splits) == ["test"]
+    for d, m, loaded in ((out, manifest, splits), (tmp_path / "test", test_manifest,
+                                                    test_splits)):
+        for split, (images, labels) in loaded.items():
+            assert isinstance(images, np.memmap) and isinstance(labels, np.memmap)
+            assert images.shape == (m["counts"][split], 6, 5, 1)
+            saved_x, saved_y = _saved(d, split)
+            np.testing.assert_array_equal(images, saved_x)
+            np.testing.assert_array_equal(labels, saved_y)
 
 
 def test_load_prepared_missing_or_inconsistent(tmp_path, fakes):
@@ -186,15 +205,15 @@ def test_load_prepared_missing_or_inconsistent(tmp_path, fakes):
     with pytest.raises(DataError, match=f"missing {out / 'val_labels.npy'}; .*dvc repro prepare"):
         load_prepared(out)
 
-    prepare_dataset(fakes.make_raw(), out, val_fraction=0.1, seed=0)
-    manifest = json.loads((out / "manifest.json").read_text())
+    prepare_dataset(fakes.make_raw(), out, val_fraction=0.1, seed=0, test_dir=tmp_path / "t")
+    manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
     manifest["counts"]["test"] = 99
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "t" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(
         DataError,
         match=r"test_images\.npy: expected uint8 \(99, 8, 8, 3\), got uint8 \(100, 8, 8, 3\)",
     ):
-        load_prepared(out)
+        load_prepared(tmp_path / "t")
 
     (out / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match=r"cannot read .*manifest\.json"):
@@ -245,17 +264,22 @@ def _bad_labels(labels):
          r"manifest\.json: classes must be a list of num_classes=5 names, got 10 names"),
         (edit_manifest(lambda m: m["counts"].update(val=0)),
          r"manifest\.json: counts\['val'\] must be a positive integer \(no empty split\), got 0"),
-        (edit_manifest(lambda m: m["counts"].pop("test")), r"counts\['test'\] .*got None"),
+        (edit_manifest(lambda m: m["counts"].pop("val")), r"counts\['val'\] .*got None"),
+        (edit_manifest(lambda m: m["counts"].update(tests=1)),
+         r"counts must be an object with some of the keys train, val, test"),
         (lambda out: (out / "manifest.json").write_text("[]"),
          r"manifest\.json is not a JSON object"),
     ],
     ids=["channels", "size", "float_images", "label_count", "label_range", "truncated_npy",
          "empty_npy", "manifest_channels", "manifest_2d", "manifest_str", "num_classes",
-         "empty_split", "no_count", "manifest_list"],
+         "empty_split", "no_count", "unknown_split", "manifest_list"],
 )  # fmt: skip
 def test_load_prepared_rejects_edited_or_half_copied_data(edit, message, tmp_path, fakes):
     out = tmp_path / "prepared"
-    prepare_dataset(fakes.make_raw(), out, val_fraction=0.1, seed=0)  # 360 / 40 / 100, 8x8x3
+    prepare_dataset(fakes.make_raw(), out, val_fraction=0.1, seed=0,  # 360 / 40 / 100, 8x8x3
+                    test_dir=tmp_path / "test")
+    if "test_images" in message:  # the test split's files are in the test dir
+        out = tmp_path / "test"
     edit(out)
     with pytest.raises(DataError, match=message) as err:
         load_prepared(out)
@@ -309,7 +333,7 @@ def _interrupt_second_save(monkeypatch):
 
 def _empty_test_split(raw):
     # RawDataset refuses an empty split; force one to reach the check in _write_split, which
-    # fires after train and val are already written to the temporary directory.
+    # fires in the test dir's temporary directory, before the prepared dir is written.
     object.__setattr__(raw, "test_images", raw.test_images[:0])
     object.__setattr__(raw, "test_labels", raw.test_labels[:0])
 
@@ -330,9 +354,9 @@ def test_every_prepare_failure_leaves_no_partial_output(
     failure, kwargs, error, message, previous, tmp_path, fakes, monkeypatch
 ):
     raw = fakes.make_raw()
-    out = tmp_path / "prepared"
+    out, test = tmp_path / "prepared", tmp_path / "test"
     if previous:
-        good = prepare_dataset(raw, out, val_fraction=0.1, seed=1)
+        good = prepare_dataset(raw, out, val_fraction=0.1, seed=1, test_dir=test)
         before = {name: np.load(out / name) for name in FILES}
     if failure == "empty_test":
         _empty_test_split(raw)
@@ -342,13 +366,18 @@ def test_every_prepare_failure_leaves_no_partial_output(
         _fail_swap(monkeypatch)
 
     with pytest.raises(error, match=message):
-        prepare_dataset(raw, out, **{"val_fraction": 0.3, "seed": 2, **kwargs})
+        prepare_dataset(raw, out, **{"val_fraction": 0.3, "seed": 2, "test_dir": test, **kwargs})
     monkeypatch.undo()
 
+    # no temporary or old sibling left; each dir is whole: the previous one or none for the
+    # prepared dir, and the test dir (written first) whole wherever it is there
+    assert all(not p.name.startswith(".") for p in tmp_path.iterdir())
+    if test.exists():
+        assert sorted(p.name for p in test.iterdir()) == sorted([*TEST_FILES, "manifest.json"])
+        load_prepared(test)
     if not previous:
-        assert list(tmp_path.iterdir()) == []
+        assert not out.exists()
         return
-    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # no tmp / old siblings
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES, "manifest.json"])
     assert load_prepared(out)[0] == good
     for name, array in before.items():
