@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 RESULT = "gpu_check.json"
 SCHEMA = 1
 H200_SPEC_BF16 = 989e12  # H100/H200 SXM dense bf16, the datasheet
-H200_MEASURED_BF16 = 790e12  # 8192^3 bf16 matmul through PyTorch on the H200 lent here
+H200_MEASURED_BF16 = 790e12  # 8192^3 bf16 matmul through PyTorch on an H200
 TINY = os.environ.get("GPU_CHECK_TINY") == "1"
 WORK = Path(os.environ.get("GPU_CHECK_WORK") or "/tmp/gpu_check_work")
 CARRY = Path(os.environ.get("GPU_CHECK_CARRY") or ROOT / ".gpu")

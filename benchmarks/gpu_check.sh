@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of the project in one command, for a bare H200 lent for minutes:
+# Every GPU figure of the project in one command, for a short stay on a bare H200:
 #   benchmarks/gpu_check.sh OUTDIR
 # writes OUTDIR/gpu_check.json (every figure, updated atomically after each measurement),
 # OUTDIR/gpu_check.log (everything printed) and OUTDIR/summary.md (the table for the README).

@@ -80,6 +80,6 @@ total=$((tree + wheels + data))
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b/1048576}'; }
 echo "carried: working tree $(mib "$tree") + wheels $(mib "$wheels") (${#PINS[@]}) + Fashion-MNIST $(mib "$data") = $(mib "$total") of 64 MiB"
 if ((total > 64 * 1048576)); then
-  echo "gpu_fetch: over the device tool's 64 MiB" >&2
+  echo "gpu_fetch: over 64 MiB, the most that goes to the GPU machine" >&2
   exit 1
 fi

@@ -62,7 +62,7 @@ ATTENTION = {"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}
 STATES = {"sgd": 1, "adamw": 2}  # fp32 copies of the weights: momentum; exp_avg and exp_avg_sq
 # H/14 at 392, not 384 (a multiple of 14); the paper fine-tunes at 384 and higher
 CONFIGS = ("B/16@224", "B/16@384", "L/16@224", "L/16@384", "H/14@224", "H/14@392")
-# what the lent GPUs offer (the device notes: H100 80 GB about 78 GiB, H200 141 GB about 139)
+# what the GPUs offer to a process (H100 80 GB: about 78 GiB, H200 141 GB: about 139)
 BUDGETS = {"H100": 78.0, "H200": 139.0}
 GIB, MIB = 2**30, 2**20
 
