@@ -1,5 +1,6 @@
-"""Identities of files and of params: a file's sha256, and the fingerprint of the params a run was
-started with (a change of either starts a new run instead of resuming; both are logged to MLflow)."""
+"""Identities of files and of params: a file's sha256, and the fingerprint of the params a run
+was started with (a change of either starts a new run instead of resuming; both are logged to
+MLflow)."""
 
 from __future__ import annotations
 

@@ -47,11 +47,7 @@ from ..tracking.runs import abandon_run
 
 log = logging.getLogger(__name__)
 
-STATE = RESUME_FILE
-FINISHED = RUN_FILE  # run.json: written last, the run finished
-LAST = LAST_CKPT
 FRESH_ENV = "PIPELINE_FRESH"
-BEST = BEST_CKPT
 # what Lightning's ``trainer.fit(ckpt_path=...)`` reads from a full (not weights-only) checkpoint
 RESUME_KEYS = ("state_dict", "epoch", "global_step", "loops", "optimizer_states")
 
@@ -80,7 +76,8 @@ class Start:
 
 def _way_out(out_dir: Path) -> str:
     """What to do about an unreadable ``resume.json`` / ``last.ckpt`` in ``out_dir``."""
-    keep = f" (move {out_dir / BEST} away first to keep it)" if (out_dir / BEST).exists() else ""
+    best = out_dir / BEST_CKPT
+    keep = f" (move {best} away first to keep it)" if best.exists() else ""
     return (f"nothing was deleted; set {FRESH_ENV}=1 to train afresh in a new MLflow run, "
             f"which clears {out_dir}{keep}")
 
@@ -88,7 +85,7 @@ def _way_out(out_dir: Path) -> str:
 def read_state(out_dir: Path) -> dict[str, Any] | None:
     """``out_dir``'s ``resume.json``, None if there is none; ResumeError (one line naming the
     file and the way out) if it is truncated, not UTF-8, not an object or lacks a key."""
-    path = out_dir / STATE
+    path = out_dir / RESUME_FILE
     if not path.exists():
         return None
     try:
@@ -161,7 +158,7 @@ def decide(out_dir: str | Path, fp: str, *, fresh: bool = False) -> Start:
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return Start(out_dir, fp)
-    if (out_dir / FINISHED).exists():  # its resume.json is not needed, nor read
+    if (out_dir / RUN_FILE).exists():  # its resume.json is not needed, nor read
         log.info("%s holds a finished run; training afresh", out_dir)
         return Start(out_dir, fp, clear=True)
     try:
@@ -171,14 +168,14 @@ def decide(out_dir: str | Path, fp: str, *, fresh: bool = False) -> Start:
             raise
         # the way out the error names: afresh, the run it named (unknown) left as it is
         log.warning("%s is unreadable; training afresh (%s=1); the MLflow run it named, if "
-                    "still RUNNING, cannot be ended KILLED", out_dir / STATE, FRESH_ENV)
+                    "still RUNNING, cannot be ended KILLED", out_dir / RESUME_FILE, FRESH_ENV)
         return Start(out_dir, fp, clear=True)
     if state is None:
         if fresh:
             return Start(out_dir, fp, clear=True)
         raise ResumeError(
-            f"{out_dir} holds files but no {STATE}, so what they were trained with is unknown; "
-            f"move them away, or set {FRESH_ENV}=1 to delete them and train afresh"
+            f"{out_dir} holds files but no {RESUME_FILE}, so what they were trained with is "
+            f"unknown; move them away, or set {FRESH_ENV}=1 to delete them and train afresh"
         )
     if fresh:
         return Start(out_dir, fp, clear=True, abandon=(state, f"fresh start asked ({FRESH_ENV})"))
@@ -187,7 +184,7 @@ def decide(out_dir: str | Path, fp: str, *, fresh: bool = False) -> Start:
                     out_dir, state["run_id"])
         return Start(out_dir, fp, clear=True,
                      abandon=(state, "params changed; a new run was started"))
-    last = out_dir / LAST
+    last = out_dir / LAST_CKPT
     if not last.exists():
         log.warning("%s: run %s stopped before its first checkpoint; nothing to resume from, "
                     "training from the start in a new run", out_dir, state["run_id"])
@@ -271,7 +268,7 @@ class Resumable(Callback):
         self.logger.log_hyperparams(self.hparams)  # creates the run (a resumed one exists)
         for key, value in self.tags.items():
             self.logger.experiment.set_tag(self.logger.run_id, key, value)
-        atomic_write_json(start.out_dir / STATE, {
+        atomic_write_json(start.out_dir / RESUME_FILE, {
             "fingerprint": start.fingerprint, "run_id": self.logger.run_id,
             "experiment_id": self.logger.experiment_id, "tracking_uri": self.tracking_uri})
 

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from corrupt_helpers import one_line_naming, snapshot, trained_variant
 from pipeline.data import read_manifest
 from pipeline.errors import ResumeError
-from pipeline.training.resume import BEST, LAST, STATE, check_checkpoint, decide, rng_state
+from pipeline.layout import BEST_CKPT, LAST_CKPT, RESUME_FILE
+from pipeline.training.resume import check_checkpoint, decide, rng_state
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = "0123456789abcdef"
@@ -80,8 +81,8 @@ def interrupted_run(tmp_path_factory) -> Path:
                                                        enable_version_counter=False),
                    _RngState()])
     trainer.fit(_Tiny())
-    shutil.copyfile(out / LAST, out / BEST)
-    (out / STATE).write_text(json.dumps({"fingerprint": "fp", "run_id": RUN_ID,
+    shutil.copyfile(out / LAST_CKPT, out / BEST_CKPT)
+    (out / RESUME_FILE).write_text(json.dumps({"fingerprint": "fp", "run_id": RUN_ID,
                                          "tracking_uri": "sqlite:///mlflow.db"}))
     return out
 
@@ -94,9 +95,9 @@ def run_dir(interrupted_run, tmp_path) -> Path:
 
 
 def test_an_intact_last_ckpt_is_resumed_from(run_dir):
-    assert check_checkpoint(run_dir / LAST) is None
+    assert check_checkpoint(run_dir / LAST_CKPT) is None
     start = decide(run_dir, "fp")
-    assert start.resuming and start.ckpt_path == run_dir / LAST and start.run_id == RUN_ID
+    assert start.resuming and start.ckpt_path == run_dir / LAST_CKPT and start.run_id == RUN_ID
 
 
 def _cut(data: bytes) -> bytes:
@@ -139,7 +140,7 @@ def _weights_only(data: bytes) -> bytes:
 )
 def test_a_corrupt_last_ckpt_stops_the_resume_in_one_line_and_deletes_nothing(
         run_dir, corrupt, why):
-    last = run_dir / LAST
+    last = run_dir / LAST_CKPT
     last.write_bytes(corrupt(last.read_bytes()))
     before = snapshot(run_dir)
 
@@ -149,7 +150,7 @@ def test_a_corrupt_last_ckpt_stops_the_resume_in_one_line_and_deletes_nothing(
     message = str(err.value)
     one_line_naming(message, last, "set PIPELINE_FRESH=1 to train afresh")
     assert f"{last} {why}" in message
-    assert RUN_ID in message and f"move {run_dir / BEST} away first" in message
+    assert RUN_ID in message and f"move {run_dir / BEST_CKPT} away first" in message
     assert snapshot(run_dir) == before  # best.ckpt, resume.json, even the bad last.ckpt
     start = decide(run_dir, "fp", fresh=True)  # the way out it names
     assert start.clear and not start.resuming and start.abandon[0]["run_id"] == RUN_ID
@@ -172,7 +173,7 @@ def test_a_corrupt_last_ckpt_stops_the_resume_in_one_line_and_deletes_nothing(
 )
 def test_a_corrupt_resume_json_stops_the_resume_in_one_line_and_deletes_nothing(
         run_dir, content, why):
-    state = run_dir / STATE
+    state = run_dir / RESUME_FILE
     state.write_bytes(content(state.read_bytes()))
     before = snapshot(run_dir)
 

@@ -15,12 +15,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pipeline.config import FinetuneRecipe, parse_params
 from pipeline.errors import ResumeError
+from pipeline.layout import RESUME_FILE
 from pipeline.models import ImageClassifier, VisionTransformer
 from pipeline.records import History
 from pipeline.tracking.uri import tracking_uri
 from pipeline.training import resume as resume_mod
 from pipeline.training.fit import TrainingJob, fit
-from pipeline.training.resume import STATE, decide
+from pipeline.training.resume import decide
 
 # dropout and stochastic depth on, so a resume that lost the RNG state would differ
 NOISY = {"dropout": 0.1, "drop_path": 0.1}
@@ -48,7 +49,8 @@ def _fit(tiny_params, digits_dir, out_dir, *, freeze_epochs=0, **train):
     L.seed_everything(0)
     model = ImageClassifier(VisionTransformer(sp.model.vit_config(num_classes=10)))
     job = TrainingJob(name="scratch", stage="train_scratch", recipe=sp, seed=0,
-                      data_dir=digits_dir, out_dir=out_dir, logged_params={"train": sp.model_dump()})
+                      data_dir=digits_dir, out_dir=out_dir,
+                      logged_params={"train": sp.model_dump()})
     return fit(job, model, p.base.trainer, "resume")
 
 
@@ -69,7 +71,7 @@ def _interrupt(tiny_params, digits_dir, out, monkeypatch, patch_trainer, stop_ep
         patch_trainer(_SigtermAt(stop_epoch), mp=m)
         with pytest.raises(SIGTERMException):
             _fit(tiny_params, digits_dir, out, **kw)
-    return json.loads((out / STATE).read_text())["run_id"]
+    return json.loads((out / RESUME_FILE).read_text())["run_id"]
 
 
 def _weights(ckpt):
@@ -219,16 +221,16 @@ def test_decide_never_resumes_from_nothing_or_guesses(tmp_path, caplog):
 
     out.mkdir()
     (out / "last.ckpt").write_bytes(b"from somewhere")
-    with pytest.raises(ResumeError, match=f"{out} holds files but no {STATE}"):
+    with pytest.raises(ResumeError, match=f"{out} holds files but no {RESUME_FILE}"):
         decide(out, "fp")  # files of unknown origin are not resumed from, nor deleted
     assert decide(out, "fp", fresh=True).clear
 
-    (out / STATE).write_text("{not json")
-    with pytest.raises(ResumeError, match=f"{out / STATE} is unreadable"):
+    (out / RESUME_FILE).write_text("{not json")
+    with pytest.raises(ResumeError, match=f"{out / RESUME_FILE} is unreadable"):
         decide(out, "fp")
 
     state = {"fingerprint": "fp", "run_id": "r1", "tracking_uri": "sqlite:///x.db"}
-    (out / STATE).write_text(json.dumps(state))
+    (out / RESUME_FILE).write_text(json.dumps(state))
     # a last.ckpt is resumed from only when it is a full Lightning checkpoint (tests of damaged
     # ones: tests/test_corrupt_files.py)
     with pytest.raises(ResumeError, match="last.ckpt is corrupt or not a checkpoint"):
