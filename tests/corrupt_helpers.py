@@ -1,6 +1,5 @@
-"""Helpers shared by the tests of damaged files (tests/unit/test_corrupt_files.py and
-tests/integration/test_corrupt_runs.py): the one-line check, a dir's snapshot, and what a finished
-training run leaves in its cell's dir."""
+"""Helpers shared by the tests of damaged files and of evaluation: the one-line check, a dir's
+snapshot, edits of a prepared dir, and what a finished training run leaves in its cell's dir."""
 
 from __future__ import annotations
 
@@ -40,17 +39,24 @@ def edit_manifest(change):
     return edit
 
 
-def trained_variant(model_dir: Path, classes: list[str], *, seed: int) -> None:
-    """What a finished training run leaves for evaluation: the model file and its records."""
+def trained_variant(model_dir: Path, classes: list[str], *, seed: int, img_size: int = 16,
+                    embed_dim: int = 32, depth: int = 2, varied: bool = False,
+                    **record) -> None:
+    """What a finished training run leaves for evaluation: the model file (a tiny ViT built
+    with ``seed``; ``varied``: a random head instead of the zero one, so its predictions vary)
+    and its records (``record`` overrides fields of run.json)."""
     from pipeline.models import ImageClassifier, build_vit, save_model_file
 
     torch.manual_seed(seed)
-    vit = build_vit("custom", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
-                    num_classes=len(classes))
+    vit = build_vit("custom", img_size=img_size, patch_size=4, embed_dim=embed_dim, depth=depth,
+                    num_heads=2, num_classes=len(classes))
+    if varied:
+        torch.nn.init.normal_(vit.head.weight, std=0.5)
     save_model_file(ImageClassifier(vit), model_dir / "model.safetensors", classes=classes)
-    RunRecord(run_id=None, experiment_id=None, tracking_uri="sqlite:///m.db",
-              best_ckpt="best.ckpt", last_ckpt="last.ckpt", model_file="model.safetensors",
-              best_val_acc=0.5, epochs=2, train_seconds=1.0, num_params=1, labelled=144
+    RunRecord(**{"run_id": None, "experiment_id": None, "tracking_uri": "sqlite:///m.db",
+                 "best_ckpt": "best.ckpt", "last_ckpt": "last.ckpt",
+                 "model_file": "model.safetensors", "best_val_acc": 0.5, "epochs": 2,
+                 "train_seconds": 1.0, "num_params": 1, "labelled": 144, **record}
               ).write(model_dir)
     History(epochs=(EpochRow(epoch=0, train_loss=2.0, train_acc=0.2, val_loss=2.1, val_acc=0.3,
                              lr=0.001),)).write(model_dir)

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from corrupt_helpers import trained_variant
 from pipeline.config import parse_params
 from pipeline.data import load_prepared
 from pipeline.evaluation.cell import evaluate_cell, load_cell
 from pipeline.evaluation.study import summarise
 from pipeline.layout import cell_dir, cell_keys
-from pipeline.models import ImageClassifier, build_vit, save_model_file
-from pipeline.records import RunRecord
 from pipeline.tracking.comparison import GROUP_TAG, PARENT_TAG, ROLE_TAG, log_comparison
 from pipeline.tracking.serving import register_models
 from pipeline.tracking.uri import tracking_uri
@@ -37,18 +36,10 @@ def evaluated(tiny_params, digits_test_dir, tmp_path):
     models = tmp_path / "models"
     results = []
     for i, key in enumerate(cell_keys(params.variants, ["all"], [0, 1])):
-        torch.manual_seed(i)
-        vit = build_vit("custom", img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2,
-                        num_classes=10)
-        torch.nn.init.normal_(vit.head.weight, std=0.5)
-        d = cell_dir(key, models)
-        save_model_file(ImageClassifier(vit), d / "model.safetensors",
-                        classes=manifest["classes"])
         run = client.create_run(exp, run_name=str(key))
-        RunRecord(run_id=run.info.run_id, experiment_id=exp, tracking_uri=tracking_uri(),
-                  best_ckpt="best.ckpt", last_ckpt="last.ckpt", model_file="model.safetensors",
-                  best_val_acc=0.5, epochs=1, train_seconds=1.0, num_params=1,
-                  labelled=128).write(d)
+        trained_variant(cell_dir(key, models), manifest["classes"], seed=i, img_size=8,
+                        embed_dim=16, depth=1, varied=True, run_id=run.info.run_id,
+                        experiment_id=exp, tracking_uri=tracking_uri(), epochs=1, labelled=128)
         cell = load_cell(key, models, manifest["classes"])
         results.append((cell, evaluate_cell(cell, params.variant(key.variant)[0], images,
                                             labels, batch_size=64,
