@@ -19,9 +19,8 @@ write it again. The file names are the layout's (:mod:`pipeline.layout`).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -138,11 +137,3 @@ class History(_Record):
         """The rows of the epochs before ``row``'s, then ``row`` (a resumed epoch replaces its
         earlier row)."""
         return History(epochs=(*(r for r in self.epochs if r.epoch < row.epoch), row))
-
-
-def as_float(x: Any) -> float:
-    """``x`` as a float, NaN where it is missing or not a number."""
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan

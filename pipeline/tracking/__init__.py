@@ -10,7 +10,8 @@ question "what does this run hold?" starts here):
   :func:`~.logger.make_logger` opens a new or a resumed run;
 - :mod:`.callbacks`: what a training run ran on (the prepared splits as MLflow datasets, system
   metrics while fitting) and the error that ended it;
-- :mod:`.datasets`: the prepared splits as MLflow datasets (train, validation, test);
+- :mod:`.datasets`: the splits as MLflow datasets (a training run's train and validation; the
+  test split, for the test metrics);
 - :mod:`.runs`: a run that still exists, and ending an abandoned one KILLED;
 - :mod:`.serving`: a trained model logged as an MLflow model (``pt2``, preprocessing inside) and
   registered;

@@ -15,7 +15,15 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from ..records import EpochRow, History, as_float
+from ..records import EpochRow, History
+
+
+def as_float(x: Any) -> float:
+    """``x`` as a float, NaN where it is missing or not a number."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 class EpochHistory(Callback):
