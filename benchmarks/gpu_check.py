@@ -438,7 +438,7 @@ def step_fmnist(out: Path, args) -> None:
     import torch
 
     from pipeline.config import load_params
-    from pipeline.data import load_prepared, prepare_dataset, sources
+    from pipeline.data import load_prepared, load_split, prepare_dataset, sources
     from pipeline.errors import RecordError
     from pipeline.models import load_model_file
     from pipeline.records import History
@@ -502,7 +502,7 @@ def step_fmnist(out: Path, args) -> None:
            train_images=n_train,
            train_images_per_s=n_train * res.epochs / res.train_seconds)
     trained = load_model_file(run_dir / res.model_file)  # the best checkpoint's weights
-    images, labels = load_prepared(test_dir)[1]["test"]
+    _, images, labels = load_split(test_dir, "test")
     ev, ips = evaluate(trained.classifier, images, labels, batch_size=1024, dev=dev,
                        precision=tr.precision)
     update(out, "fmnist", test_acc=ev.top1, test_top5=ev.top5, test_images=len(labels),

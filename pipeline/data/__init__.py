@@ -27,6 +27,7 @@ _EXPORTS = {
     "validate_samples": "sources",
     "SPLITS": "splits",
     "load_prepared": "splits",
+    "load_split": "splits",
     "prepare_dataset": "splits",
     "read_manifest": "splits",
     "split_train_val": "splits",
@@ -55,6 +56,7 @@ __all__ = [
     "build_eval_transform",
     "build_train_transform",
     "load_prepared",
+    "load_split",
     "load_raw",
     "parse_cifar_batch",
     "parse_idx",
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
     from pipeline.data.splits import (
         SPLITS,
         load_prepared,
+        load_split,
         prepare_dataset,
         read_manifest,
         split_train_val,

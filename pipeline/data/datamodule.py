@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pipeline.data.budgets import budget_indices
 from pipeline.data.passes import drop_last, epoch_passes, rank_share
-from pipeline.data.splits import load_prepared, read_manifest
+from pipeline.data.splits import load_prepared, load_split, read_manifest
 from pipeline.data.transforms import (
     apply_transform,
     build_eval_transform,
@@ -240,8 +240,8 @@ class PreparedDataModule(L.LightningDataModule):
         if split == "test" and split not in self._datasets:
             if self.test_dir is None:
                 raise RuntimeError("no test_dir: this PreparedDataModule trains, it does not test")
-            _, splits = load_prepared(self.test_dir)
-            self._datasets["test"] = ArrayDataset(*splits["test"],
+            _, images, labels = load_split(self.test_dir, "test")
+            self._datasets["test"] = ArrayDataset(images, labels,
                                                   build_eval_transform(self.image_shape))
         return self._datasets[split]
 

@@ -329,3 +329,15 @@ def load_prepared(
             raise DataError(f"{exc}; {hint}") from None
         splits[split] = (images, labels)
     return manifest, splits
+
+
+def load_split(prepared_dir: Path, split: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """(manifest, images, labels) of one split of a prepared (or test) dir, as
+    :func:`load_prepared` checks them; DataError naming the dir when it holds no such split (the
+    test split lives in a dir of its own)."""
+    manifest, splits = load_prepared(prepared_dir)
+    if split not in splits:
+        raise DataError(f"{prepared_dir} holds the splits {', '.join(splits)}, not {split!r}: "
+                        f"the prepare stage writes the test split to a dir of its own "
+                        f"(data/test)")
+    return (manifest, *splits[split])

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..config import Params
-from ..data import load_prepared
+from ..data import load_split
 from ..errors import ParamsError
 from ..evaluation.cell import (
     attention_images,
@@ -68,8 +68,7 @@ def tta_views(params: Params, image_shape: tuple[int, ...]) -> TTAViews | None:
 
 def run(params: Params, args: argparse.Namespace) -> dict:
     test_dir, out, models_dir = Path(args.test), Path(args.out), Path(args.models)
-    manifest, splits = load_prepared(test_dir)
-    images, labels = splits["test"]
+    manifest, images, labels = load_split(test_dir, "test")
     labels = np.asarray(labels, dtype=np.int64)
     classes = list(manifest["classes"])
     device = inference_device(params.base.trainer.accelerator)

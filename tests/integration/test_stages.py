@@ -133,3 +133,15 @@ def test_a_training_cell_never_opens_the_test_split(tmp_path, tiny_params, digit
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "cell" / "model.safetensors").is_file() and not (tmp_path / "data" /
                                                                          "test").exists()
+
+
+def test_evaluate_given_the_prepared_dir_for_the_test_split_names_it(tmp_path, tiny_params):
+    """``--test data/prepared`` (the train/val dir): one line naming the dir and where the test
+    split is, before any model is read."""
+    tiny_params["prepare"].update(max_train=100, max_test=20)
+    assert _stage(tmp_path, "prepare", params=tiny_params).returncode == 0
+    res = _stage(tmp_path, "evaluate", "--test", "data/prepared", params=tiny_params)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith("error: data/prepared holds the splits train, val, not 'test'")
+    assert "data/test" in line and not (tmp_path / "results").exists()

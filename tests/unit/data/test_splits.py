@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from corrupt_helpers import edit_manifest, resave
-from pipeline.data import load_prepared, prepare_dataset, read_manifest
+from pipeline.data import load_prepared, load_split, prepare_dataset, read_manifest
 from pipeline.errors import DataError
 
 FILES = [f"{split}_{kind}.npy" for split in ("train", "val") for kind in ("images", "labels")]
@@ -406,3 +406,14 @@ def test_leftovers_of_a_killed_prepare_are_cleaned_or_restored(tmp_path, fakes):
     _clean_leftovers(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".prepared.tmp-1", "prepared"]
     load_prepared(out)  # the old result, whole
+
+
+def test_load_split_names_a_dir_without_that_split(tmp_path, fakes):
+    out, test = tmp_path / "prepared", tmp_path / "test"
+    prepare_dataset(fakes.make_raw(), out, val_fraction=0.1, seed=0, test_dir=test)
+    manifest, images, labels = load_split(test, "test")
+    assert manifest["counts"] == {"test": 100} and images.shape == (100, 8, 8, 3)
+    assert len(labels) == 100
+    with pytest.raises(DataError, match=f"{out} holds the splits train, val, not 'test': "
+                                        r"the prepare stage writes the test split to a dir"):
+        load_split(out, "test")
