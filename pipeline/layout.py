@@ -49,6 +49,15 @@ LAST_CKPT = "last.ckpt"  # Lightning's, every epoch: resuming only
 BEST_CKPT = "best.ckpt"  # Lightning's, best val/acc: the model file is exported from it
 SPOOL_FILE = "unsent_metrics.jsonl"  # metrics MLflow did not take (an outage)
 
+# a searched variant's tuned cells are named <variant>-tuned; beside their budget dirs, per
+# budget: the search (its Optuna storage, trials.json, its MLflow parent run) and its choice
+TUNED_SUFFIX = "-tuned"
+SEARCH = "search"
+CHOICE = "choice"
+CHOSEN_FILE = "chosen.json"  # the search's choice: what the tuned cells train
+TRIALS_FILE = "trials.json"  # every trial: params, state, validation curve, compute
+STUDY_FILE = "study.journal"  # Optuna's journal storage: a killed search resumes from it
+
 # the files of results/
 METRICS_FILE = "metrics.json"
 REPORT = "report"
@@ -95,6 +104,22 @@ def cell_keys(variants: Iterable[str], budgets: Iterable[object], seeds: Iterabl
 def cell_dir(key: CellKey, models: Path = MODELS) -> Path:
     """``models/<variant>/<budget>/seed<k>``: the cell's training run."""
     return Path(models, *key.parts)
+
+
+def budget_dir(variant: str, budget: str, models: Path = MODELS) -> Path:
+    """``models/<variant>/<budget>``: the cells of every seed (one stage trains them all)."""
+    return Path(models, variant, str(budget))
+
+
+def search_dir(variant: str, budget: str, models: Path = MODELS) -> Path:
+    """``models/<variant>-tuned/search/<budget>``: the search over ``variant``'s recipe at
+    ``budget`` (Optuna storage, ``trials.json``)."""
+    return Path(models, variant + TUNED_SUFFIX, SEARCH, str(budget))
+
+
+def chosen_file(variant: str, budget: str, models: Path = MODELS) -> Path:
+    """``models/<variant>-tuned/choice/<budget>/chosen.json``: what that search chose."""
+    return Path(models, variant + TUNED_SUFFIX, CHOICE, str(budget), CHOSEN_FILE)
 
 
 def pretrained_dir(name: str, models: Path = MODELS) -> Path:

@@ -97,6 +97,7 @@ def make_tiny_params() -> dict:
     pretrain["train"].update(epochs=1)
     p["pretrained"] = {"tiny": {"source": "train", "pretrain": pretrain}}
     p["scratch"], p["finetune"] = {"scratch": scratch}, {"finetune": finetune}
+    p["tune"] = {"scratch": {}, "finetune": {}}  # no searches (a test adds one)
     return p
 
 

@@ -28,10 +28,24 @@ from .recipe import (
     Recipe,
     TrainParams,
 )
+from .tune import (
+    ChoiceSpace,
+    PruneParams,
+    RangeSpace,
+    SamplerParams,
+    SearchParams,
+    TuneParams,
+    apply_overrides,
+    base_name,
+    trial_recipe,
+    tuned_name,
+)
 
 __all__ = [
     "DATASETS", "STRATEGIES", "AugmentParams", "BackboneSchedule", "BaseParams", "Budget",
     "Dataset", "EvaluateParams", "FinetuneRecipe", "ModelParams", "Name", "Params",
     "PrepareParams", "PretrainRecipe", "PretrainedParams", "Recipe", "Seed", "TTAParams",
     "TrainParams", "TrainerParams", "load_params", "parse_params",
+    "ChoiceSpace", "PruneParams", "RangeSpace", "SamplerParams", "SearchParams", "TuneParams",
+    "apply_overrides", "base_name", "trial_recipe", "tuned_name",
 ]

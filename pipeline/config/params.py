@@ -28,6 +28,7 @@ from pydantic import Field, ValidationError, model_validator
 from ..errors import ParamsError
 from .fields import Budget, Dataset, Name, NonNegInt, PosInt, Seed, Strict, unique
 from .recipe import FinetuneRecipe, PretrainRecipe, Recipe
+from .tune import SPACE_TAGS, SearchParams, TuneParams, base_name, check_tune, tuned_name
 
 STRATEGIES = (
     "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true",
@@ -145,6 +146,8 @@ class Params(Strict):
     scratch: dict[Name, Recipe]  # variants trained from random initialisation
     finetune: dict[Name, FinetuneRecipe]  # variants fine-tuned from `pretrained` weights
     evaluate: EvaluateParams
+    # hyperparameter searches per arm and variant (pipeline.config.tune); none: fixed recipes
+    tune: TuneParams = TuneParams()
 
     @model_validator(mode="after")
     def _variants(self) -> Params:
@@ -162,7 +165,11 @@ class Params(Strict):
         return self
 
     def variant(self, name: str) -> tuple[str, Recipe]:
-        """``("scratch" | "finetune", its params)``; ParamsError names the known variants."""
+        """``("scratch" | "finetune", its params)``; ParamsError names the known variants. A
+        searched variant's tuned cells (``<variant>-tuned``) give the recipe as written: the
+        search's choice is applied to it from the search's output."""
+        if name not in self.scratch and name not in self.finetune and self.search(name):
+            name = base_name(name)
         if name in self.scratch:
             return "scratch", self.scratch[name]
         if name in self.finetune:
@@ -175,18 +182,33 @@ class Params(Strict):
         """Every variant, scratch ones first, in params order."""
         return [*self.scratch, *self.finetune]
 
+    @property
+    def trained_variants(self) -> list[str]:
+        """What the training cells train: every variant with its recipe as written, then each
+        searched variant's tuned cells (``<variant>-tuned``), scratch first."""
+        return [*self.variants, *(tuned_name(v) for _, v, _ in self.tune.searches())]
+
+    def search(self, name: str) -> tuple[str, SearchParams] | None:
+        """``(arm, search)`` of a variant or of its tuned cells' name; None without one."""
+        for arm, variant, search in self.tune.searches():
+            if name in (variant, tuned_name(variant)):
+                return arm, search
+        return None
+
     def group_key(self) -> str:
         """What one comparison is made of: everything the trained models depend on (not how they
         are evaluated). The MLflow parent run of the variants' runs is keyed by it."""
-        data = self.model_dump(include={"base", "prepare", "pretrained", "scratch", "finetune"})
+        data = self.model_dump(include={"base", "prepare", "pretrained", "scratch", "finetune",
+                                        "tune"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _key(loc: tuple) -> str:
-    """The dotted key path of an error; the optimizer's union tag (``optimizer.sgd.lr``) is left
-    out, since the user wrote ``optimizer.lr``."""
+    """The dotted key path of an error; the optimizer's union tag (``optimizer.sgd.lr``) and a
+    search space's kind are left out, since the user wrote ``optimizer.lr``."""
     parts = [str(p) for i, p in enumerate(loc)
-             if not (i and loc[i - 1] == "optimizer" and p in ("adamw", "sgd"))]
+             if not (i and loc[i - 1] == "optimizer" and p in ("adamw", "sgd"))
+             and p not in SPACE_TAGS]
     return ".".join(parts) or "(top level)"
 
 
@@ -204,9 +226,13 @@ def _format(err: ValidationError, source: str) -> str:
 
 def parse_params(data: dict, source: str = "params") -> Params:
     try:
-        return Params.model_validate(data)
+        params = Params.model_validate(data)
     except ValidationError as e:
         raise ParamsError(_format(e, source)) from None
+    why = check_tune(params.tune, params.scratch, params.finetune)
+    if why:
+        raise ParamsError(f"{source}: {why}")
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
