@@ -5,6 +5,9 @@
   trained on (labelled images, passes per epoch, optimizer steps).
 - :class:`History`, ``history.json``: one :class:`EpochRow` per finished epoch, rewritten after
   each validation, for the report's curves.
+- :class:`SearchRecord`, a search's ``trials.json``: every :class:`TrialRecord` (params, state,
+  validation curve, compute) and the protocol; :class:`Choice`, ``chosen.json`` beside it: what
+  the tuned cells train (:mod:`pipeline.tuning.search`).
 
 Each is one pydantic model (strict: no coercion, no unknown keys), written by its ``write`` and
 read back by its ``read``, the same code both ways, with a ``version`` field. A file that is
@@ -26,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .atomic import atomic_write_text
 from .errors import RecordError, one_line
-from .layout import HISTORY_FILE, RUN_FILE
+from .layout import CHOSEN_FILE, HISTORY_FILE, RUN_FILE, TRIALS_FILE
 
 
 def rerun_hint(run_dir: Path) -> str:
@@ -102,6 +105,9 @@ class RunRecord(_Record):
     passes: int = 1  # passes over them per epoch (more under a min_steps floor)
     steps: int = 0  # optimizer steps taken
     tracking_outage: str | None = None  # why MLflow was given up on during the run, if it was
+    # the code that trained it (pipeline.hashing.code_digest; None: not recorded): a finished
+    # cell with the same params and code is kept when its stage runs again for another seed
+    code_sha256: str | None = None
 
 
 class EpochRow(BaseModel):
@@ -137,3 +143,65 @@ class History(_Record):
         """The rows of the epochs before ``row``'s, then ``row`` (a resumed epoch replaces its
         earlier row)."""
         return History(epochs=(*(r for r in self.epochs if r.epoch < row.epoch), row))
+
+
+Scalar = float | int | bool | str | None
+
+
+class TrialRecord(BaseModel):
+    """One trial of a search: its params, how it ended and what it cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    number: int
+    params: dict[str, Scalar]
+    state: str  # complete | pruned | failed
+    value: float | None  # best validation top-1 over its epochs (None: failed before one)
+    curve: list[float]  # validation top-1 per epoch run
+    epochs: int  # epochs run
+    planned_epochs: int  # the trial's length had it not been pruned
+    seconds: float
+    flops: float  # training FLOPs spent
+    flops_per_epoch: float
+    error: str | None = None  # why a failed trial failed
+
+
+class SearchRecord(_Record):
+    """``trials.json``: one search's protocol and every trial it counted."""
+
+    FILE: ClassVar[str] = TRIALS_FILE
+    VERSION: ClassVar[int] = 1
+    WHAT: ClassVar[str] = "search record"
+
+    version: int = VERSION
+    arm: str  # scratch | finetune
+    variant: str
+    budget: str
+    sampler: str  # random | tpe | grid
+    sampler_seed: int
+    trials_requested: int  # K
+    objective: str
+    space: dict[str, dict]  # key -> {"low", "high", "log", "integer"} or {"choices"}
+    validation: str  # budget | full
+    val_images: int  # validation images the trials selected on
+    train_seed: int
+    epochs: int  # per trial, as planned
+    pruning: dict | None  # the median rule's settings; None: off
+    trials: list[TrialRecord]
+    chosen: int | None  # the chosen trial's number (None: no trial completed)
+    run_id: str | None = None  # the MLflow parent run
+
+
+class Choice(_Record):
+    """``chosen.json``: what a search chose, which the tuned cells train (over every seed)."""
+
+    FILE: ClassVar[str] = CHOSEN_FILE
+    VERSION: ClassVar[int] = 1
+    WHAT: ClassVar[str] = "search choice"
+
+    version: int = VERSION
+    variant: str
+    budget: str
+    overrides: dict[str, Scalar]  # dotted recipe keys -> the chosen values
+    value: float  # its best validation top-1 in the search
+    trial: int
+    trials: int  # trials the search counted

@@ -160,6 +160,7 @@ class PreparedDataModule(L.LightningDataModule):
         min_batches: int | None = None,
         repeats: int = 1,
         test_dir: str | Path | None = None,
+        val_budget: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -182,6 +183,9 @@ class PreparedDataModule(L.LightningDataModule):
         # passed over several times per epoch (see passes)
         self.min_batches = min_batches
         self.repeats = repeats  # repeated augmentation (EpochSampler); 1: off
+        # validation images per class (None: the whole val split), a seeded stratified subset:
+        # a search at a small budget selects on a validation set of the budget's size
+        self.val_budget = val_budget
         self.train_indices: np.ndarray | None = None  # the labelled subset, after setup
         self._manifest: dict[str, Any] | None = None
         self._datasets: dict[str, ArrayDataset] = {}
@@ -220,6 +224,11 @@ class PreparedDataModule(L.LightningDataModule):
             labels = np.asarray(labels)
             self.train_indices = budget_indices(labels, [self.budget], self.seed)[self.budget]
             splits["train"] = (images[self.train_indices], labels[self.train_indices])
+        if self.val_budget is not None:
+            images, labels = splits["val"]
+            labels = np.asarray(labels)
+            keep = budget_indices(labels, [self.val_budget], self.seed)[self.val_budget]
+            splits["val"] = (images[keep], labels[keep])
         self._datasets = {
             split: ArrayDataset(
                 images, labels, train_transform if split == "train" else eval_transform

@@ -67,6 +67,10 @@ class TrainingJob:
     logged_params: Mapping = field(default_factory=dict)
     budget: int | None = None  # labelled images per class (None: the whole train split)
     tags: Mapping[str, str] = field(default_factory=dict)  # the cell's variant, seed, budget
+    val_budget: int | None = None  # validation images per class (None: the whole val split)
+    # the code that trains it (pipeline.hashing.code_digest at the stage's start): with it, a
+    # finished run of the same params and code is kept rather than trained again
+    code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ def training_data(job: TrainingJob, trainer_params: TrainerParams) -> TrainingDa
         budget=job.budget,
         # min_steps counts optimizer steps: accumulate_grad_batches batches each
         min_batches=min_batches(tr.epochs, tr.min_steps, tr.accumulate_grad_batches),
+        val_budget=job.val_budget,
     )
     dm.setup("fit")
     # batches per epoch on each rank (the sampler splits the train set across ranks)
@@ -113,7 +118,7 @@ def open_run(job: TrainingJob, experiment: str, hparams: dict, uri: str, *,
              fresh: bool) -> tuple[Start, RunLogger]:
     """Whether the run resumes (:func:`~pipeline.training.resume.decide`) and its MLflow logger,
     for a new run or the one being resumed (a new one when that run is not in ``uri``)."""
-    start = decide(job.out_dir, fingerprint(hparams), fresh=fresh)
+    start = decide(job.out_dir, fingerprint(hparams), fresh=fresh, code=job.code)
     run_id = start.run_id
     if run_id is not None and (start.tracking_uri != uri or not run_exists(run_id, uri)):
         log.warning("MLflow run %s (of %s) is not in %s; the resumed training logs to a new run",
@@ -157,8 +162,11 @@ def fit(job: TrainingJob, model: ImageClassifier, trainer_params: TrainerParams,
     hparams = {**flatten(dict(job.logged_params)), "model.num_params": num_params,
                "precision.resolved": precision, "data.labelled": data.labelled,
                "data.passes": data.passes}
-    start, logger = open_run(job, experiment, hparams, uri,
-                             fresh=fresh_requested() if fresh is None else fresh)
+    fresh = fresh_requested() if fresh is None else fresh
+    kept = decide(out_dir, fingerprint(hparams), fresh=fresh, code=job.code)
+    if kept.finished:  # trained before with these params and this code: nothing to do
+        return RunRecord.read(out_dir)
+    start, logger = open_run(job, experiment, hparams, uri, fresh=fresh)
     try:
         # the run is created (or reopened) and recorded in resume.json together, in setup
         resumable = Resumable(start, logger, hparams, uri,
@@ -183,7 +191,7 @@ def fit(job: TrainingJob, model: ImageClassifier, trainer_params: TrainerParams,
             last_ckpt=Path(checkpoints.last.best_model_path).name, model_file=MODEL_FILE,
             labelled=data.labelled, passes=data.passes, steps=trainer.global_step,
             best_val_acc=float(best.best_model_score), epochs=trainer.current_epoch,
-            train_seconds=seconds, num_params=num_params)
+            train_seconds=seconds, num_params=num_params, code_sha256=job.code)
         if trainer.is_global_zero:
             model_file = export_model(Path(best.best_model_path), model, out_dir, classes,
                                       info={"variant": job.name, "stage": job.stage,
