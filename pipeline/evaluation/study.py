@@ -17,10 +17,11 @@ by seed, as the gain): beside the plain figures, which stay as they are. The rep
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..layout import budget_order
+from ..layout import TUNED_SUFFIX, budget_order
 from .stats import (
     Interval,
     bootstrap_interval,
@@ -28,6 +29,9 @@ from .stats import (
     paired_difference,
     seed_interval,
 )
+
+if TYPE_CHECKING:
+    from .search_summary import SearchSummary
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +75,18 @@ class Gain:
 
 
 @dataclass(frozen=True)
+class GainShift:
+    """What tuning changed in the answer at one budget: the tuned pair's gain
+    (``<ft>-tuned`` minus ``<scratch>-tuned``) minus the recipes' gain, paired seed by seed."""
+
+    finetune: str  # the variants as written (their tuned cells: <name>-tuned)
+    scratch: str
+    budget: str
+    seeds: tuple[int, ...]
+    diff: Interval
+
+
+@dataclass(frozen=True)
 class TTAAggregate:
     """One (variant, budget) with test-time augmentation: its seeds' TTA test top-1 as a mean
     with an interval, and the effect of TTA, TTA minus plain top-1 paired seed by seed."""
@@ -92,6 +108,10 @@ class Study:
     seeds: tuple[int, ...]
     tta: tuple[TTAAggregate, ...] = ()  # empty: no cell was evaluated with TTA
     tta_views: str = ""  # the TTA views in words (pipeline.evaluation.tta.describe_views)
+    shifts: tuple[GainShift, ...] = ()  # tuned minus fixed gain, where both pairs were trained
+    # the searches that chose the <variant>-tuned cells' configs (set by evaluate; on
+    # validation data only, so they add no test figure of their own)
+    searches: tuple[SearchSummary, ...] = ()
 
     def to_dict(self) -> dict:
         """``{"top1": {variant: {budget: interval}}, "gain": {"<ft>-<scratch>": {budget: ...}}}``,
@@ -107,6 +127,13 @@ class Study:
                 **asdict(g.diff), "labelled": g.labelled, "seeds": list(g.seeds)}
         out = {"seeds": list(self.seeds), "budgets": list(self.budgets), "top1": top1,
                "gain": gain}
+        if self.shifts:
+            out["gain_shift"] = shift = {}
+            for g in self.shifts:
+                shift.setdefault(f"{g.finetune}-{g.scratch}", {})[g.budget] = {
+                    **asdict(g.diff), "seeds": list(g.seeds)}
+        if self.searches:
+            out["tuning"] = {f"{s.variant}/{s.budget}": s.to_dict() for s in self.searches}
         if self.tta:
             out["tta_views"] = self.tta_views
             for key in ("top1", "effect"):
@@ -170,6 +197,8 @@ def summarise(cells: list[Cell], level: float = 0.95, tta_views: str = "") -> St
     gains = []
     for ft in (v for v, k in kinds.items() if k == "finetune"):
         for sc in (v for v, k in kinds.items() if k == "scratch"):
+            if _tuned(ft) != _tuned(sc):  # tuned against tuned, recipe against recipe
+                continue
             for budget in budgets:
                 a = {c.seed: c for c in groups.get((sc, budget), [])}
                 b = {c.seed: c for c in groups.get((ft, budget), [])}
@@ -183,4 +212,33 @@ def summarise(cells: list[Cell], level: float = 0.95, tta_views: str = "") -> St
     for rows in (aggregates, tta):
         rows.sort(key=lambda a: (order[a.variant], budget_order(a.budget)))
     return Study(tuple(aggregates), tuple(gains), budgets,
-                 tuple(sorted({c.seed for c in cells})), tuple(tta), tta_views if tta else "")
+                 tuple(sorted({c.seed for c in cells})), tuple(tta), tta_views if tta else "",
+                 _shifts(groups, budgets, level))
+
+
+def _tuned(variant: str) -> bool:
+    return variant.endswith(TUNED_SUFFIX)
+
+
+def _shifts(groups: dict[tuple[str, str], list[Cell]], budgets: tuple[str, ...],
+            level: float) -> tuple[GainShift, ...]:
+    """Per fixed pair whose tuned cells were trained too, and budget: (tuned gain) minus
+    (fixed gain), seed by seed over the seeds all four cells have (t interval; one seed: the
+    difference alone, without an interval)."""
+    variants = {v: g[0].kind for (v, _), g in groups.items()}
+    out = []
+    for ft in (v for v, k in variants.items() if k == "finetune" and not _tuned(v)):
+        for sc in (v for v, k in variants.items() if k == "scratch" and not _tuned(v)):
+            for budget in budgets:
+                four = [{c.seed: c for c in groups.get((v, budget), [])}
+                        for v in (sc, ft, sc + TUNED_SUFFIX, ft + TUNED_SUFFIX)]
+                if not all(four):
+                    continue
+                seeds = sorted(set.intersection(*(set(f) for f in four)))
+                if not seeds:
+                    continue
+                fixed = [four[1][s].top1 - four[0][s].top1 for s in seeds]
+                tuned = [four[3][s].top1 - four[2][s].top1 for s in seeds]
+                diff = paired_difference(fixed, tuned, level)  # one seed: no interval
+                out.append(GainShift(ft, sc, budget, tuple(seeds), diff))
+    return tuple(out)

@@ -18,7 +18,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from .format import interval_basis
 from .style import figure, marker
@@ -174,10 +174,54 @@ def gain_figure(study: Study, *, num_classes: int) -> Figure:
     return fig
 
 
+def expected_max_figure(study: Study) -> Figure:
+    """The expected best validation top-1 after n trials (Dodge et al. 2019), a line per search
+    with a band of ± one standard deviation: against trials (left) and against training compute
+    (right, the mean cost of n trials). The line of search s is gid ``"emax:<variant>/<budget>"``."""
+    fig = figure(11.0, 4.4)
+    by_trials, by_compute = fig.subplots(1, 2, sharey=True)
+    colors = {"scratch": colormaps["tab10"](0), "finetune": colormaps["tab10"](1)}
+    styles = ["-", "--", ":", "-."]
+    budgets = list(dict.fromkeys(s.budget for s in study.searches))
+    for s in study.searches:
+        if s.curve is None:
+            continue
+        n = np.array(s.curve.n)
+        mean, std = np.array(s.curve.mean) * 100, np.array(s.curve.std) * 100
+        tflops = np.array(s.curve.compute) / 1e12
+        color = colors.get(s.arm, "gray")
+        style = styles[budgets.index(s.budget) % len(styles)]
+        name = s.variant if s.variant == s.arm else f"{s.variant} ({s.arm})"
+        label = f"{name}, {'all labels' if s.budget == 'all' else s.budget + ' per class'}"
+        for ax, x in ((by_trials, n), (by_compute, tflops)):
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+            (line,) = ax.plot(x, mean, style, color=color, marker=marker(s.arm), ms=5, lw=1.8,
+                              label=label)
+            line.set_gid(f"emax:{s.variant}/{s.budget}")
+    by_trials.set_xlabel("trials n")
+    by_trials.set_ylabel("expected best val top-1 (%)")
+    by_trials.xaxis.set_major_locator(MaxNLocator(integer=True))
+    by_compute.set_xlabel("training compute of n trials (TFLOPs, mean per trial × n)")
+    fig.suptitle("Expected best validation accuracy of a search of n trials (band: ± 1 s.d.)",
+                 fontsize=11)
+    handles, labels = by_trials.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))),
+               fontsize=9)
+    return fig
+
+
 def study_figures(study: Study, colors_by_variant: Mapping[str, object],
                   num_classes: int) -> Sequence[tuple[str, Figure, str]]:
     """(file name, figure, caption) of the study's figures, in page order."""
     basis = interval_basis([a.top1 for a in study.aggregates], paired=False)
+    searches = []
+    if study.searches:
+        searches = [("expected_max.png", expected_max_figure(study),
+                     "Expected best validation top-1 after n trials of each search (Dodge et al. "
+                     "2019: the expected maximum of n draws from the trials' scores, band ± 1 "
+                     "s.d.), against trials and against training compute. It assumes independent "
+                     "draws: for a grid or TPE it reads as the best of n trials drawn at random "
+                     "from those that ran. Pruned trials count with the score they had reached.")]
     return [
         ("curve.png", curve_figure(study, colors_by_variant, num_classes=num_classes),
          f"Test top-1 against the number of labelled training images per class (log scale; "
@@ -187,4 +231,5 @@ def study_figures(study: Study, colors_by_variant: Mapping[str, object],
          "Pretraining gain per label budget: fine-tuned minus scratch test top-1 in percentage "
          "points, paired seed by seed, with its interval; filled markers where the interval "
          "excludes 0."),
+        *searches,
     ]

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from ..evaluation.study import Study
     from .types import VariantResult
 
-TEXT_COLUMNS = ("variant", "kind", "pair", "budget")  # the study tables' left-aligned columns
+# the study tables' left-aligned columns
+TEXT_COLUMNS = ("variant", "kind", "pair", "budget", "search", "method", "space", "selection",
+                "chosen")
 SINGLE_RUN_NOTE = ("The rows and figures below show one run per variant (its largest label "
                    "budget, first seed): compare the variants by the study above, not by these "
                    "single runs.")
@@ -103,9 +105,53 @@ def study_rows(study: Study) -> list[tuple[str, list[str], list[list[str]]]]:
                        "seed by seed",
                        ["pair", *map(budget_header, budgets)],
                        [[p, *(row.get(b, "–") for b in budgets)] for p, row in gains.items()]))
+    if study.shifts:
+        tables.append(shift_rows(study))
+    if study.searches:
+        tables.append(search_rows(study))
     if study.tta:
         tables.append(tta_rows(study))
     return tables
+
+
+def shift_rows(study: Study) -> tuple[str, list[str], list[list[str]]]:
+    """The tuned comparison beside the fixed one, per pair and budget: the recipes' gain, the
+    tuned cells' gain (both paired seed by seed) and their difference, paired by seed too."""
+    gains = {(g.finetune, g.scratch, g.budget): g.diff for g in study.gains}
+    rows = []
+    for s in study.shifts:
+        fixed = gains.get((s.finetune, s.scratch, s.budget))
+        tuned = gains.get((s.finetune + "-tuned", s.scratch + "-tuned", s.budget))
+        rows.append([f"{s.finetune} − {s.scratch}", budget_header(s.budget),
+                     "–" if fixed is None else gain_cell(fixed),
+                     "–" if tuned is None else gain_cell(tuned), gain_cell(s.diff)])
+    return ("Pretraining gain, recipes as written against both arms tuned (points, paired seed "
+            "by seed; the last column: tuned gain minus fixed gain)",
+            ["pair", "budget", "fixed recipes", "both tuned", "tuned − fixed"], rows)
+
+
+def _value(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def search_rows(study: Study) -> tuple[str, list[str], list[list[str]]]:
+    """The protocol of each search: its space, method, selection rule, the choice with its
+    validation top-1, and what it cost."""
+    rows = []
+    for s in study.searches:
+        chosen = s.chosen
+        rows.append([
+            f"{s.variant} ({s.arm}) at {budget_header(s.budget)}", s.method_text(),
+            s.space_text(), s.selection_text(),
+            "none completed" if chosen is None else
+            ", ".join(f"{k.rsplit('.', 1)[-1]}={_value(v)}" for k, v in chosen.params.items())
+            + f" (trial {chosen.number})",
+            "–" if chosen is None else pct(chosen.value),
+            f"{human_duration(s.seconds)}, {s.flops / 1e12:.3g} TFLOPs"
+            + (f" ({s.count('pruned')} pruned: {s.flops_saved / 1e12:.3g} TFLOPs saved)"
+               if s.count("pruned") else "")])
+    return ("Searches: chosen on validation top-1, never on the test split",
+            ["search", "method", "space", "selection", "chosen", "val top-1", "cost"], rows)
 
 
 def tta_rows(study: Study) -> tuple[str, list[str], list[list[str]]]:

@@ -9,7 +9,10 @@ A thin CLI over library functions, each callable on its own:
 2. :func:`pipeline.evaluation.cell.evaluate_cell` runs each cell's classifier once over the test
    split (with ``evaluate.tta`` also the other views, beside the plain figures);
 3. :func:`pipeline.evaluation.study.summarise` aggregates the cells over seeds, with the paired
-   gain per budget;
+   gain per budget (recipes against recipes, tuned cells against tuned cells, and what tuning
+   changed in the gain), and the searches' ``trials.json``
+   (:mod:`pipeline.evaluation.search_summary`) join it: their protocol, choice, cost and
+   expected best validation score after n trials;
 4. :func:`pipeline.report.build_report` renders the report (each variant's figures show one cell:
    its largest budget, first seed), and the shown cells' confusion CSVs are written for DVC;
 5. :func:`pipeline.evaluation.metrics_file.write_metrics` writes ``metrics.json``;
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +46,7 @@ from ..evaluation.cell import (
     shown_cells,
 )
 from ..evaluation.metrics_file import write_metrics
+from ..evaluation.search_summary import load_searches
 from ..evaluation.study import summarise
 from ..evaluation.tta import TTAViews, check_shift
 from ..layout import MODELS, RESULTS, TEST, cell_keys, confusion_file, metrics_file, report_dir
@@ -74,8 +79,9 @@ def run(params: Params, args: argparse.Namespace) -> dict:
     device = inference_device(params.base.trainer.accelerator)
     dtype = autocast_dtype(device, params.base.trainer.precision)
     tta = tta_views(params, np.shape(images))
-    keys = cell_keys(params.variants, params.prepare.budgets, params.base.seeds)
+    keys = cell_keys(params.trained_variants, params.prepare.budgets, params.base.seeds)
     cells = {k: load_cell(k, models_dir, classes) for k in keys}  # every file, before any work
+    searches = load_searches(params, models_dir)  # each search's trials.json, before any work
     results = []
     for key, cell in cells.items():
         r = evaluate_cell(cell, params.variant(key.variant)[0], images, labels,
@@ -87,6 +93,7 @@ def run(params: Params, args: argparse.Namespace) -> dict:
                  f"; with TTA ({r.tta_views} views) top-1 {r.tta.top1:.4f} top-5 {r.tta.top5:.4f}")
     study = summarise([r.study_cell(labels) for r in results],
                       tta_views="" if tta is None else tta.describe())
+    study = replace(study, searches=tuple(searches))
     shown = shown_cells(keys)
     by_key = {r.key: r for r in results}
     index = attention_images(labels)

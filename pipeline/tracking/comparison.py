@@ -98,15 +98,27 @@ def cell_metrics(result: CellResult) -> dict[str, float]:
 
 def study_metrics(study: Study) -> dict[str, float]:
     """The parent's view of the study: ``top1_mean.<variant>.<budget>``,
-    ``gain.<ft>-<scratch>.<budget>`` and with TTA ``top1_tta_mean.*`` and ``tta_effect.*``, each
-    with ``_low`` and ``_high``."""
+    ``gain.<ft>-<scratch>.<budget>``, with tuned cells ``gain_shift.<ft>-<scratch>.<budget>``
+    (tuned minus fixed gain), with TTA ``top1_tta_mean.*`` and ``tta_effect.*``, each with
+    ``_low`` and ``_high``; per search ``search_val_acc.*``, ``search_seconds.*``,
+    ``search_gflops.*``, ``search_trials.*``."""
     summary = [("top1_mean", f"{a.variant}.{a.budget}", a.top1) for a in study.aggregates]
     summary += [("gain", f"{g.finetune}-{g.scratch}.{g.budget}", g.diff) for g in study.gains]
+    summary += [("gain_shift", f"{g.finetune}-{g.scratch}.{g.budget}", g.diff)
+                for g in study.shifts]
     for t in study.tta:
         summary += [("top1_tta_mean", f"{t.variant}.{t.budget}", t.top1),
                     ("tta_effect", f"{t.variant}.{t.budget}", t.effect)]
-    return {f"{name}{what}.{which}": value for name, which, iv in summary
-            for what, value in (("", iv.mean), ("_low", iv.low), ("_high", iv.high))}
+    out = {f"{name}{what}.{which}": value for name, which, iv in summary
+           for what, value in (("", iv.mean), ("_low", iv.low), ("_high", iv.high))}
+    for s in study.searches:  # the tuning summary: the choice's val score and the search's cost
+        key = f"{s.variant}.{s.budget}"
+        if s.chosen is not None:
+            out[f"search_val_acc.{key}"] = float(s.chosen.value)
+        out[f"search_seconds.{key}"] = float(s.seconds)
+        out[f"search_gflops.{key}"] = float(s.flops / 1e9)
+        out[f"search_trials.{key}"] = float(len(s.record.trials))
+    return out
 
 
 def pretraining_runs(params: Params, models_dir: Path) -> dict[str, str]:

@@ -9,7 +9,10 @@ starts) and ``run.json`` (written last, when the run finished). On start, :func:
 - an unfinished run whose params changed, one that stopped before its first checkpoint, or
   ``PIPELINE_FRESH=1``: start afresh; its MLflow run, if still RUNNING, is ended KILLED with the
   reason, so no orphan is left RUNNING;
-- a finished run (``run.json``): start afresh (DVC re-runs a stage only when something changed);
+- a finished run (``run.json``): kept when it was trained with the same fingerprint and the same
+  code (``code``: :func:`pipeline.hashing.code_digest`, recorded in ``run.json``): a stage that
+  trains every seed of a (variant, budget) runs again when a seed is added, and only the new one
+  trains; otherwise start afresh;
 - files but no ``resume.json``: refuse, naming the dir; nothing is deleted on a guess;
 - a ``resume.json`` or ``last.ckpt`` that is truncated or corrupt: refuse, with one line naming
   the file and the way out (``PIPELINE_FRESH=1``), before Lightning fails on it; nothing is deleted.
@@ -68,6 +71,7 @@ class Start:
     tracking_uri: str | None = None
     clear: bool = False
     abandon: tuple[dict[str, Any], str] | None = None
+    finished: bool = False  # the run in out_dir is done, with these params and this code: keep it
 
     @property
     def resuming(self) -> bool:
@@ -152,13 +156,31 @@ def check_checkpoint(path: Path) -> str | None:
     return None
 
 
-def decide(out_dir: str | Path, fp: str, *, fresh: bool = False) -> Start:
+def _same_finished_run(out_dir: Path, fp: str, code: str | None) -> bool:
+    """``out_dir`` holds a finished run of params ``fp`` trained by code ``code``."""
+    if code is None:
+        return False
+    try:
+        state = read_state(out_dir)
+        record = json.loads((out_dir / RUN_FILE).read_text())
+    except (ResumeError, OSError, ValueError):
+        return False
+    return (state is not None and state.get("fingerprint") == fp
+            and isinstance(record, dict) and record.get("code_sha256") == code)
+
+
+def decide(out_dir: str | Path, fp: str, *, fresh: bool = False,
+           code: str | None = None) -> Start:
     """Resume or start afresh in ``out_dir`` for params with fingerprint ``fp``; no side effects.
-    ResumeError, deleting nothing, if the files of the run to resume cannot be read."""
+    ResumeError, deleting nothing, if the files of the run to resume cannot be read. With
+    ``code``, a finished run of the same params and code is kept (``finished``)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return Start(out_dir, fp)
-    if (out_dir / RUN_FILE).exists():  # its resume.json is not needed, nor read
+    if (out_dir / RUN_FILE).exists():
+        if not fresh and _same_finished_run(out_dir, fp, code):
+            log.info("%s holds a finished run of the same params and code; kept", out_dir)
+            return Start(out_dir, fp, finished=True)
         log.info("%s holds a finished run; training afresh", out_dir)
         return Start(out_dir, fp, clear=True)
     try:

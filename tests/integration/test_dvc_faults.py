@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 # The first repro runs prepare, then train_scratch. It is caught while train_scratch runs and
 # holds its locks, so a second full repro is refused at its first stage (prepare, which writes
 # data/prepared and data/test).
-TRAINING = "train_scratch@scratch-all-0"  # the one cell: tiny params, one seed, budget all
+TRAINING = "train_scratch@scratch-all"  # the one cell: tiny params, one seed, budget all
 UP_TO_DATE = "Data and pipelines are up to date."
 
 

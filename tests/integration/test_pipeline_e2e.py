@@ -3,7 +3,9 @@
 Digits (bundled with scikit-learn, offline) as the data set; the pretrained weights are a
 safetensors checkpoint written from a randomly initialised timm ViT (``pretrained.source: file``),
 standing in for the hub download. Two variants (scratch, finetune) at two label budgets (3 images
-per class, and all) with one seed, then two: four cells, then eight, each its own stage through DVC's ``matrix``.
+per class, and all) with one seed, then two: four cells, then eight, each its own stage through DVC's ``matrix``;
+each variant is also searched (2 trials per budget) and its choice trained as ``<variant>-tuned``
+beside it: four searches, then eight tuned cells.
 Asserts the metrics (every cell, and the study's aggregates with their intervals; the test-time
 augmentation figures beside the plain ones), the report and its curve, every cell's MLflow run
 under one parent, a no-op second ``dvc repro``, that a fine-tuning param edit re-runs only that
@@ -44,12 +46,21 @@ def _ran(output: str) -> list[str]:
 
 
 VARIANTS = ("scratch", "finetune")
+TUNED = ("scratch-tuned", "finetune-tuned")
 BUDGETS = ("3", "all")
 
 
-def _cells(variant: str, seeds=(0,)) -> list[str]:
-    stage = "train_scratch" if variant == "scratch" else "finetune"
-    return [f"{stage}@{variant}-{b}-{s}" for b in BUDGETS for s in seeds]
+def _cells(variant: str) -> list[str]:
+    """The training stages of a variant (``<variant>-tuned``: of its tuned cells), one per
+    budget: each trains every seed."""
+    base = variant.removesuffix("-tuned")
+    stage = "train_scratch" if base == "scratch" else "finetune"
+    stage += "_tuned" if variant != base else ""
+    return [f"{stage}@{base}-{b}" for b in BUDGETS]
+
+
+def _searches(variant: str) -> list[str]:
+    return [f"tune_{variant}@{variant}-{b}" for b in BUDGETS]
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +90,14 @@ def workspace(tmp_path_factory):
     p["scratch"] = {"scratch": scratch}
     p["finetune"] = {"finetune": finetune}
     p["evaluate"]["batch_size"] = 64
+    p["tune"] = {
+        "scratch": {"scratch": {"trials": 2, "sampler": {"name": "random", "seed": 0},
+                                "seed": 100, "epochs": 1,
+                                "space": {"train.optimizer.lr": {"low": 1e-4, "high": 1e-2,
+                                                                 "log": True}}}},
+        "finetune": {"finetune": {"trials": 2, "sampler": {"name": "grid", "seed": 0},
+                                  "seed": 100, "epochs": 1,
+                                  "space": {"train.optimizer.lr": {"choices": [0.01, 0.03]}}}}}
     p["evaluate"]["tta"] = {"hflip": True, "shift": 1}  # every view: 10
     (root / "params.tiny.yaml").write_text(yaml.safe_dump(p))
     ws = make_workspace(root / "ws", root / "params.tiny.yaml")
@@ -116,15 +135,21 @@ def workspace(tmp_path_factory):
 def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
     ran = _ran(workspace["first"])
     assert sorted(ran) == sorted(["prepare", "pretrained@ref", *_cells("scratch"),
-                                  *_cells("finetune"), "evaluate"])
+                                  *_cells("finetune"), *_searches("scratch"),
+                                  *_searches("finetune"), *_cells("scratch-tuned"),
+                                  *_cells("finetune-tuned"), "evaluate"])
     assert ran[0] == "prepare" and ran[-1] == "evaluate"
     assert all(ran.index("pretrained@ref") < ran.index(c) for c in _cells("finetune"))
+    assert all(ran.index("pretrained@ref") < ran.index(c) for c in _searches("finetune"))
+    for v in VARIANTS:  # a search before the cells that train its choice
+        for search, cell in zip(_searches(v), _cells(v + "-tuned")):
+            assert ran.index(search) < ran.index(cell)
     ws = workspace["ws"]
     metrics = json.loads((ws / "results" / "metrics.json").read_text())
     # the metrics of the last evaluate (after the third seed was added)
     cells = metrics["cells"]
-    assert sorted(cells) == sorted(f"{v}/{b}/seed{s}" for v in VARIANTS for b in BUDGETS
-                                   for s in (0, 1))
+    assert sorted(cells) == sorted(f"{v}/{b}/seed{s}" for v in VARIANTS + TUNED
+                                   for b in BUDGETS for s in (0, 1))
     for key, m in cells.items():
         assert 0.0 <= m["top1"] <= m["top5"] <= 1.0 and 0.0 <= m["ece"] <= 1.0
         assert m["test_images"] == 100 and m["num_params"] > 0 and m["images_per_s"] > 0
@@ -134,7 +159,7 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
         assert m["labelled"] == (30 if m["budget"] == "3" else 270)  # 3 per class; 90% of 300
         # the min_steps floor (finetune only) lengthens the small budget's epochs, not their
         # number: ceil(2 batches * 64 / 30) = 5 passes; 270 images give 4 batches on their own
-        small, floored = m["budget"] == "3", m["variant"] == "finetune"
+        small, floored = m["budget"] == "3", m["variant"].startswith("finetune")
         assert m["epochs"] == 2
         assert (m["passes"], m["steps"]) == ((5, 4) if small and floored else
                                              (1, 2) if small else (1, 8))
@@ -142,7 +167,7 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
         assert [r.epoch for r in history] == list(range(m["epochs"]))
     study = metrics["study"]
     assert study["seeds"] == [0, 1] and study["budgets"] == list(BUDGETS)
-    for v in VARIANTS:
+    for v in VARIANTS + TUNED:
         for b in BUDGETS:
             agg = study["top1"][v][b]
             tops = [cells[f"{v}/{b}/seed{s}"]["top1"] for s in (0, 1)]
@@ -159,20 +184,56 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
         diffs = [cells[f"finetune/{b}/seed{s}"]["top1"] - cells[f"scratch/{b}/seed{s}"]["top1"]
                  for s in (0, 1)]
         assert gain["mean"] == pytest.approx(sum(diffs) / 2) and gain["paired"]
+        tuned = study["gain"]["finetune-tuned-scratch-tuned"][b]
+        tdiffs = [cells[f"finetune-tuned/{b}/seed{s}"]["top1"]
+                  - cells[f"scratch-tuned/{b}/seed{s}"]["top1"] for s in (0, 1)]
+        assert tuned["mean"] == pytest.approx(sum(tdiffs) / 2)
+        shift = study["gain_shift"]["finetune-scratch"][b]  # tuned gain minus fixed gain
+        assert shift["mean"] == pytest.approx(tuned["mean"] - gain["mean"])
+        assert shift["method"] == "t" and shift["n"] == 2
+    assert set(study["gain"]) == {"finetune-scratch", "finetune-tuned-scratch-tuned"}
+    # the searches: their trials, their choice, and what the tuned cells trained
+    for v in VARIANTS:
+        for b in BUDGETS:
+            search = study["tuning"][f"{v}/{b}"]
+            assert search["trials"] == 2 and search["cost"]["gflops"] > 0
+            chosen = json.loads((ws / "models" / f"{v}-tuned" / "choice" / b / "chosen.json"
+                                 ).read_text())
+            assert chosen["overrides"] == search["chosen"]["params"]
+            lr = chosen["overrides"]["train.optimizer.lr"]
+            for s in (0, 1):  # the cell trained exactly the chosen config: its model file and
+                trained = _model_info(ws / "models" / f"{v}-tuned" / b / f"seed{s}")
+                assert trained["params"]["variant"]["train"]["optimizer"]["lr"] == lr
+                assert trained["params"]["tuned"]["overrides"] == chosen["overrides"]
+            if v == "finetune":  # the grid: both points, one each
+                lrs = sorted(t["params"]["train.optimizer.lr"] for t in json.loads(
+                    (ws / "models" / "finetune-tuned" / "search" / b / "trials.json"
+                     ).read_text())["trials"])
+                assert lrs == [0.01, 0.03]
     report = ws / "results" / "report"
     for v in VARIANTS:
         rows = (ws / "results" / "confusion" / f"{v}.csv").read_text().splitlines()
         assert rows[0] == "actual,predicted" and len(rows) == 101
     md = (report / "report.md").read_text()
-    assert all(f"| {v} |" in md for v in VARIANTS)
+    assert all(f"| {v} |" in md for v in VARIANTS + TUNED)
+    assert "Pretraining gain, recipes as written against both arms tuned" in md
+    assert "**Searches: chosen on validation top-1, never on the test split**" in md
+    assert (report / "figures" / "expected_max.png").stat().st_size > 10_000
     assert f"**Test-time augmentation ({study['tta_views']})" in md
     assert study["tta_views"].startswith("10 views")
     html = (report / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 8
-    assert (report / "curve.csv").read_text().count("\n") == 1 + len(VARIANTS) * len(BUDGETS)
+    assert (report / "curve.csv").read_text().count("\n") == 1 + 2 * len(VARIANTS) * len(BUDGETS)
     # DVC draws what it can: the confusion matrices and the overlaid val accuracy curves
     shown = _dvc(ws, "plots", "show", "--json")
     assert "results/confusion/finetune.csv" in shown and "val accuracy per epoch" in shown
+
+
+def _model_info(cell: Path) -> dict:
+    """The info a cell's model file carries (its metadata: what it was trained with)."""
+    from pipeline.models.model_file import load_model_file
+
+    return load_model_file(cell / "model.safetensors").info
 
 
 def _by_name(client, exp_id, group: str | None = None):
@@ -193,19 +254,19 @@ def test_every_cell_is_a_run_under_one_parent_with_metrics(workspace):
     # training runs know nothing of comparisons: evaluate put every cell under the parent; after
     # the finetune edit the 2 new finetune cells and the 2 reused scratch ones; after the second
     # seed all 4 earlier cells and the 4 new ones
-    assert workspace["first"].count("goes under this comparison's parent") == 4
-    assert workspace["third"].count("goes under this comparison's parent") == 4
-    assert workspace["fourth"].count("goes under this comparison's parent") == 8
+    assert workspace["first"].count("goes under this comparison's parent") == 8
+    assert workspace["third"].count("goes under this comparison's parent") == 8
+    assert workspace["fourth"].count("goes under this comparison's parent") == 16
     children = client.search_runs(
         [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     # the finetune edit re-trained the finetune cells; their old runs stay with the first parent
     assert sorted(r.info.run_name for r in children) == sorted(
-        f"finetune/{b}/seed0" for b in BUDGETS)
+        f"{v}/{b}/seed0" for v in ("finetune", "finetune-tuned") for b in BUDGETS)
     latest = parents[-1]
     children = client.search_runs(
         [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{latest.info.run_id}'")
     by_name = {r.info.run_name: r for r in children}
-    assert set(by_name) == {f"{v}/{b}/seed{s}" for v in VARIANTS for b in BUDGETS
+    assert set(by_name) == {f"{v}/{b}/seed{s}" for v in VARIANTS + TUNED for b in BUDGETS
                             for s in (0, 1)}
     for name, run in by_name.items():
         variant, budget, seed = name.split("/")
@@ -213,16 +274,37 @@ def test_every_cell_is_a_run_under_one_parent_with_metrics(workspace):
         assert {"val/acc", "train/loss_epoch", "test/acc", "test/acc_top5", "test/ece",
                 "model/gflops", "test/acc_tta", "test/acc_top5_tta", "test/loss_tta",
                 "test/ece_tta"} <= set(run.data.metrics)
-        assert run.data.tags["stage"] == ("finetune" if variant == "finetune" else "train_scratch")
+        stage = "finetune" if variant.startswith("finetune") else "train_scratch"
+        assert run.data.tags["stage"] == stage + ("_tuned" if variant in TUNED else "")
         assert (run.data.tags["variant"], run.data.tags["budget"], run.data.tags["seed"]) == (
             variant, budget, seed.removeprefix("seed"))
         assert run.data.params["model.variant"] == "Ti/16"
     assert "variant.freeze_epochs" in by_name["finetune/all/seed0"].data.params
+    chosen = json.loads((workspace["ws"] / "models" / "finetune-tuned" / "choice" / "all"
+                         / "chosen.json").read_text())
+    tuned_params = by_name["finetune-tuned/all/seed0"].data.params  # MLflow says what it trained
+    assert float(tuned_params["variant.train.optimizer.lr"]) == chosen["overrides"][
+        "train.optimizer.lr"]
+    assert float(tuned_params["tuned.val_acc"]) == pytest.approx(chosen["value"])
+    # each search a parent run with its trials as children, each with its curve and state
+    searches = client.search_runs([exp.experiment_id],
+                                  filter_string="tags.`pipeline.role` = 'search'")
+    assert {r.info.run_name for r in searches} >= {f"tune {v}/{b}" for v in VARIANTS
+                                                   for b in BUDGETS}
+    for search in searches:
+        trials = client.search_runs([exp.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{search.info.run_id}'"))
+        assert len(trials) == 2 and all("val/acc" in t.data.metrics for t in trials)
+        assert {t.data.tags["trial.state"] for t in trials} <= {"complete", "pruned", "failed"}
+        assert search.info.status == "FINISHED" and "val/acc_best" in search.data.metrics
     # the parent holds the study: the mean and interval per variant and budget, and the gain
     for b in BUDGETS:
         assert {f"top1_mean.{v}.{b}" for v in VARIANTS} <= set(latest.data.metrics)
         assert {f"gain{w}.finetune-scratch.{b}" for w in ("", "_low", "_high")} <= set(
             latest.data.metrics)
+        assert {f"gain_shift{w}.finetune-scratch.{b}" for w in ("", "_low", "_high")} <= set(
+            latest.data.metrics)
+        assert {f"search_val_acc.{v}.{b}" for v in VARIANTS} <= set(latest.data.metrics)
         assert {f"{name}{w}.{v}.{b}" for name in ("top1_tta_mean", "tta_effect")
                 for w in ("", "_low", "_high") for v in VARIANTS} <= set(latest.data.metrics)
     assert "report/report.html" in {a.path for a in client.list_artifacts(latest.info.run_id,
@@ -247,13 +329,23 @@ def test_second_repro_does_nothing(workspace):
 def test_finetune_edit_reruns_only_its_cells_and_evaluate(workspace):
     assert all(c in workspace["status"] for c in _cells("finetune"))
     assert "train_scratch" not in workspace["status"] and "pretrained" not in workspace["status"]
-    assert sorted(_ran(workspace["third"])) == sorted([*_cells("finetune"), "evaluate"])
+    assert "tune_scratch" not in workspace["status"]
+    # its search runs again (the recipe it searches changed), and its tuned cells
+    assert sorted(_ran(workspace["third"])) == sorted([*_cells("finetune"), *_searches("finetune"),
+                                                       *_cells("finetune-tuned"), "evaluate"])
 
 
-def test_a_new_seed_runs_only_its_cells_and_evaluate(workspace):
+def test_a_new_seed_trains_only_its_cells_and_evaluate(workspace):
     ran = _ran(workspace["fourth"])
-    assert sorted(ran) == sorted([*_cells("scratch", (1,)), *_cells("finetune", (1,)),
+    # every training stage runs (base.seeds is its param), not the searches: they chose for
+    # every seed
+    assert sorted(ran) == sorted([*(c for v in VARIANTS + TUNED for c in _cells(v)),
                                   "evaluate"])
+    # each keeps its seed-0 cell (the same params and code) and trains seed 1 alone
+    fourth = workspace["fourth"]
+    assert fourth.count("/seed0 holds a finished run of the same params and code; kept") == 8
+    assert fourth.count("/seed1 holds a finished run") == 0
+    assert fourth.count("/seed1: best val/acc") == 8
 
 
 def _stages_in(status: str) -> set[str]:
@@ -264,11 +356,12 @@ def _stages_in(status: str) -> set[str]:
 
 def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(workspace):
     edited = workspace["edited"]
-    cells = {*_cells("scratch", (0, 1)), *_cells("finetune", (0, 1))}
+    cells = {c for v in VARIANTS + TUNED for c in _cells(v)}
+    searches = {*_searches("scratch"), *_searches("finetune")}
     assert _stages_in(edited["pipeline/report/page.py"]) == {"evaluate"}
     assert _stages_in(edited["pipeline/models/vit.py"]) == {
-        "pretrained@ref", *cells, "evaluate"}  # not prepare: it does not build a model
+        "pretrained@ref", *searches, *cells, "evaluate"}  # not prepare: it builds no model
     assert _stages_in(edited["pipeline/config/params.py"]) == {
-        "prepare", "pretrained@ref", *cells, "evaluate"}
+        "prepare", "pretrained@ref", *searches, *cells, "evaluate"}
     # the test split reaches evaluate alone
     assert _stages_in(edited["data/test"]) == {"prepare", "evaluate"}

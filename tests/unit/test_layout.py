@@ -16,15 +16,19 @@ from pipeline.layout import (
     PREPARED,
     RESULTS,
     TEST,
+    TUNED_SUFFIX,
     CellKey,
+    budget_dir,
     cell_dir,
     cell_keys,
+    chosen_file,
     confusion_dir,
     metrics_file,
     pretrained_dir,
     pretrained_file,
     pretraining_dir,
     report_dir,
+    search_dir,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,18 +65,41 @@ def test_pretrained_writes_its_weights_dir(stages):
     assert _outs(s) == [str(pretrained_dir("${key}"))]
 
 
-@pytest.mark.parametrize("stage", ["train_scratch", "finetune"])
-def test_each_training_cell_writes_its_cell_dir(stages, stage):
+@pytest.mark.parametrize("stage", ["train_scratch", "finetune", "train_scratch_tuned",
+                                   "finetune_tuned"])
+def test_each_training_stage_writes_its_budget_dir_a_cell_per_seed(stages, stage):
     s = stages[stage]
-    assert set(s["matrix"]) == {"variant", "budget", "seed"}
+    assert set(s["matrix"]) == {"variant", "budget"}
+    tuned = stage.endswith("_tuned")
+    variant = ITEM.variant + (TUNED_SUFFIX if tuned else "")
     cmd = " ".join(s["cmd"].split())
-    assert _arg(cmd, "--out") == str(cell_dir(ITEM))
+    assert cmd.split()[3] == variant and "--all-seeds" in cmd.split()
+    assert _arg(cmd, "--out") == str(budget_dir(variant, ITEM.budget))
+    assert cell_dir(CellKey(variant, ITEM.budget, 0)).parent == budget_dir(variant, ITEM.budget)
     assert _arg(cmd, "--data") == str(PREPARED)
-    assert _arg(cmd, "--budget") == ITEM.budget and _arg(cmd, "--seed") == ITEM.seed
-    assert _outs(s) == [str(cell_dir(ITEM))]
+    assert _arg(cmd, "--budget") == ITEM.budget
+    assert _outs(s) == [str(budget_dir(variant, ITEM.budget))]
+    assert "base.seeds" in s["params"]  # an added seed re-runs it (and it trains that one)
     assert str(PREPARED) in s["deps"] and str(TEST) not in s["deps"]  # never the test split
-    if stage == "finetune":  # every weights source (a matrix item cannot name its own)
+    if stage.startswith("finetune"):  # every weights source (a matrix item cannot name its own)
         assert str(MODELS / layout.PRETRAINED) in s["deps"]
+    if tuned:  # what its search chose, nothing else of the search
+        assert _arg(cmd, "--chosen") == str(chosen_file(ITEM.variant, ITEM.budget))
+        assert str(chosen_file(ITEM.variant, ITEM.budget)) in s["deps"]
+
+
+@pytest.mark.parametrize("arm", ["scratch", "finetune"])
+def test_each_search_writes_its_dir_and_its_choice_and_never_reads_the_test_split(stages, arm):
+    s = stages[f"tune_{arm}"]
+    assert s["matrix"] == {"variant": f"${{tune.{arm}}}", "budget": "${prepare.budgets}"}
+    cmd = " ".join(s["cmd"].split())
+    assert _arg(cmd, "--out") == str(search_dir(ITEM.variant, ITEM.budget))
+    assert _arg(cmd, "--chosen") == str(chosen_file(ITEM.variant, ITEM.budget))
+    assert _outs(s) == [str(search_dir(ITEM.variant, ITEM.budget)),
+                        str(chosen_file(ITEM.variant, ITEM.budget))]
+    assert str(PREPARED) in s["deps"] and str(TEST) not in s["deps"]
+    assert f"tune.{arm}.${{item.variant}}" in s["params"]
+    assert f"{arm}.${{item.variant}}" in s["params"]
 
 
 def test_evaluate_reads_the_test_split_and_models_and_writes_results(stages):
@@ -101,12 +128,13 @@ def _defaults(module) -> dict:
 
 
 def test_stage_defaults_are_the_layout():
-    from pipeline.stages import evaluate, prepare, pretrained, train
+    from pipeline.stages import evaluate, prepare, pretrained, train, tune
 
     assert {k: _defaults(prepare)[k] for k in ("raw", "out", "test")} == {
         "raw": str(layout.DATA_RAW), "out": str(PREPARED), "test": str(TEST)}
     assert _defaults(pretrained)["raw"] == str(layout.DATA_RAW)
     assert _defaults(train)["data"] == str(PREPARED)
+    assert _defaults(tune)["data"] == str(PREPARED)
     assert {k: _defaults(evaluate)[k] for k in ("test", "models", "out")} == {
         "test": str(TEST), "models": str(MODELS), "out": str(RESULTS)}
 
