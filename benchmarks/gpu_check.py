@@ -110,6 +110,7 @@ def digits_params():
     p["base"]["trainer"].update(accelerator="cpu" if device().type == "cpu" else "gpu",
                                 devices=1, num_workers=0)
     p["scratch"], p["finetune"], p["pretrained"] = {"scratch": scratch}, {}, {}
+    p["tune"] = {"scratch": {}, "finetune": {}}  # no searches: one recipe, timed
     return parse_params(p)
 
 

@@ -1,8 +1,10 @@
 """``metrics.json``: the study and every cell, in plain numbers (what ``dvc metrics`` reads).
 
     {"study": {"seeds", "budgets", "top1": {variant: {budget: interval}},
-               "gain": {"<ft>-<scratch>": {budget: interval}}, with TTA "tta_views",
-               "tta_top1", "tta_effect"},
+               "gain": {"<ft>-<scratch>": {budget: interval}}, with tuned cells "gain_shift":
+               {"<ft>-<scratch>": {budget: interval}} (tuned minus fixed gain) and "tuning":
+               {"<variant>/<budget>": protocol, chosen, cost, expected_max}, with TTA
+               "tta_views", "tta_top1", "tta_effect"},
      "cells": {"<variant>/<budget>/seed<k>": {variant, budget, seed, labelled, passes, steps,
                kind, model, top1, top5, loss, ece, num_params, gflops, train_seconds,
                images_per_s, best_val_acc, epochs, test_images, device, with TTA "tta":

@@ -73,7 +73,7 @@ def run(params: Params, args: argparse.Namespace) -> SearchRecord:
         "objective": search.objective, "validation": search.validation,
         "train_seed": search.seed, "epochs": search.epochs or recipe.train.epochs,
         "pruning": search.prune.model_dump() if search.prune else None,
-        **{f"space.{k}": v for k, v in space_record(search).items()}})
+        **{f"space.{k}": v for k, v in space_record(search).items()}}, spec=job.spec())
     record, choice = run_search(job, storage_url=args.storage, join=args.join,
                                 on_trial=tracked.log_trial)
     if args.join:

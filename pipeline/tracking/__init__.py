@@ -15,6 +15,8 @@ question "what does this run hold?" starts here):
 - :mod:`.runs`: a run that still exists, and ending an abandoned one KILLED;
 - :mod:`.serving`: a trained model logged as an MLflow model (``pt2``, preprocessing inside) and
   registered;
+- :mod:`.searches`: a search, a parent run with a child run per trial (params, validation
+  curve, state, compute);
 - :mod:`.comparison`: the comparison, the parent run over every cell's run, the test metrics in
   each cell's run and the study's aggregates and the report in the parent;
 - :mod:`.model_uris`: a model file from ``runs:/...`` or ``models:/...`` (``vit-predict``);
@@ -26,7 +28,9 @@ the git commit, DVC's experiment name), ``train/*`` and ``val/*`` metrics, learn
 throughput and MFU, ``system/*``, the datasets, the model file under ``trained/``; after
 ``evaluate``: ``test/*`` metrics linked to its logged model ``model`` (registered as
 ``<evaluate.registered_model>-<variant>``). The comparison's parent holds ``top1_mean.*``,
-``gain.*`` and TTA aggregates (each with ``_low``/``_high``) and the report.
+``gain.*``, with tuned cells ``gain_shift.*``, and TTA aggregates (each with ``_low``/``_high``),
+per search ``search_val_acc.*``, ``search_seconds.*``, ``search_gflops.*``, ``search_trials.*``,
+and the report.
 
 Importing this package or :mod:`.uri` does not import MLflow: the ``prepare`` stage stays light.
 """

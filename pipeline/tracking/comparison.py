@@ -52,8 +52,8 @@ class Group:
 def comparison_group(params: Params) -> Group:
     """The :class:`Group` of a :class:`pipeline.config.Params`."""
     key = params.group_key()
-    name = f"{params.base.dataset}: {' vs '.join(params.variants)} [{key[:8]}]"
-    return Group(key=key, name=name[:250], variants=tuple(params.variants))
+    name = f"{params.base.dataset}: {' vs '.join(params.trained_variants)} [{key[:8]}]"
+    return Group(key=key, name=name[:250], variants=tuple(params.trained_variants))
 
 
 def comparison_parent(mlflow, experiment_id: str, group: Group) -> str:
@@ -163,7 +163,7 @@ def log_comparison(params: Params, results: Sequence[CellResult], study: Study, 
                          parent)
                 mlflow.set_tag(run_id, PARENT_TAG, parent)
                 mlflow.set_tag(run_id, GROUP_TAG, group.key)
-        colors = {v: COLORS[i % len(COLORS)] for i, v in enumerate(params.variants)}
+        colors = {v: COLORS[i % len(COLORS)] for i, v in enumerate(params.trained_variants)}
         by_key = {r.key: r for r in results}
         for r in results:
             run_id = r.run.run_id

@@ -6,8 +6,9 @@ selection rule) as params, and at the end the chosen trial, its params (``chosen
 search's cost. The trials of one search show in the UI as the parent's children, comparable as
 runs with the same params and metric names.
 
-A resumed search reopens its parent (its id kept in ``trials.json``'s record and in the search
-dir), and a trial already logged (tag ``trial.number``) is not logged twice. A failure to log
+A resumed search reopens its parent (its id kept in the search dir with the search's spec, and in
+``trials.json``), and a trial already logged (tag ``trial.number``) is not logged twice; a search
+started anew (its params, recipe or data changed) gets a parent of its own. A failure to log
 is reported, not fatal: ``trials.json`` is the record.
 """
 
@@ -32,7 +33,8 @@ END_STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 class SearchRun:
     """The MLflow parent run of one search, created or reopened; each call logs or warns."""
 
-    def __init__(self, experiment: str, name: str, search_dir: Path, params: dict) -> None:
+    def __init__(self, experiment: str, name: str, search_dir: Path, params: dict,
+                 spec: str = "") -> None:
         self.name = name
         self.run_id: str | None = None
         self.client = None
@@ -46,8 +48,9 @@ class SearchRun:
             self.experiment_id = exp_id
             saved = search_dir / RUN_FILE
             if saved.exists():
-                run_id = json.loads(saved.read_text())["run_id"]
-                if self._exists(run_id):
+                state = json.loads(saved.read_text())
+                run_id = state["run_id"] if state.get("spec") == spec else None
+                if run_id is not None and self._exists(run_id):
                     self.run_id = run_id
                     self.client.update_run(run_id, status="RUNNING")
                     self._logged = self._trials_logged()
@@ -58,7 +61,7 @@ class SearchRun:
                 for key, value in params.items():
                     self.client.log_param(self.run_id, key, str(value)[:6000])
                 search_dir.mkdir(parents=True, exist_ok=True)
-                saved.write_text(json.dumps({"run_id": self.run_id}) + "\n")
+                saved.write_text(json.dumps({"run_id": self.run_id, "spec": spec}) + "\n")
         except Exception as e:  # noqa: BLE001 - tracking must not stop the search
             self._give_up("opening the search's run", e)
 

@@ -92,8 +92,8 @@ def test_a_choice_applies_to_the_recipe_and_a_short_trial_compresses_its_schedul
     assert tuned.train.optimizer.lr == 0.1 and tuned.backbone_lr_scale == 1.0
     assert tuned.train.epochs == ft.train.epochs and ft.train.optimizer.lr == 0.03  # a copy
     short = trial_recipe(ft, quick.tune.finetune["finetune"], {})
-    assert short.train.epochs == 15 and short.train.warmup_epochs == pytest.approx(1.5)
-    assert short.freeze_epochs == 2  # 3 of 30 epochs frozen: 1.5 of 15, rounded
+    assert short.train.epochs == 10 and short.train.warmup_epochs == pytest.approx(1.0)
+    assert short.freeze_epochs == 1  # 3 of 30 epochs frozen: 1 of 10
     with pytest.raises(KeyError):
         apply_overrides(ft, {"train.nope": 1})
 
