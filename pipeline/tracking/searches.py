@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from ..records import SearchRecord, TrialRecord
@@ -93,8 +94,9 @@ class SearchRun:
                     "trial.number": str(trial.number), "trial.state": trial.state}
             if trial.error:
                 tags["error"] = trial.error[:5000]
+            now = int(time.time() * 1000)  # logged when it ended: its duration is its own
             run = c.create_run(self.experiment_id, run_name=f"{self.name} trial {trial.number}",
-                               tags=tags)
+                               tags=tags, start_time=now - int(trial.seconds * 1000))
             rid = run.info.run_id
             for key, value in trial.params.items():
                 c.log_param(rid, key, value)
@@ -106,7 +108,7 @@ class SearchRun:
                 metrics["val/acc_best"] = trial.value
             for key, value in metrics.items():
                 c.log_metric(rid, key, float(value))
-            c.set_terminated(rid, END_STATUS[trial.state])
+            c.set_terminated(rid, END_STATUS[trial.state], end_time=now)
             self._logged.add(trial.number)
         except Exception as e:  # noqa: BLE001
             self._give_up(f"logging trial {trial.number}", e)
