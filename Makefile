@@ -35,7 +35,7 @@ quick: setup          ## the offline quick run (params.quick.yaml) in runs/quick
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.quick.yaml --dir runs/quick
 
-study: setup          ## the offline data-efficiency study (params.study.yaml): 3 budgets x 3 seeds, ~15 min (runs/study)
+study: setup          ## the offline data-efficiency study (params.study.yaml): 3 budgets x 3 seeds, both arms re-tuned at each budget, ~30 min (runs/study)
 	$(FASHION_MNIST) --raw runs/study/data/raw
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.study.yaml --dir runs/study
