@@ -7,7 +7,7 @@
   ``lr * backbone_lr_scale``.
 
 ``<name>-tuned`` (a variant with a search in ``tune``): its recipe with what the search chose at
-this budget (``models/<name>-tuned/<budget>/chosen.json``, or ``--chosen``) applied; the cell's MLflow
+this budget (``models/<name>-tuned/choice/<budget>/chosen.json``, or ``--chosen``) applied; the cell's MLflow
 params and its model file's metadata carry the chosen values.
 
 One study cell: the variant at a label budget (``--budget``) with one seed (``--seed``), in its
@@ -128,7 +128,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "models/pretrained/<its pretrained>/model.safetensors)")
     parser.add_argument("--chosen", default=None,
                         help="a <variant>-tuned cell's choice (default models/<variant>-tuned/"
-                             "<budget>/chosen.json)")
+                             "choice/<budget>/chosen.json)")
     parser.add_argument("--fresh", action="store_true",
                         help="do not resume an interrupted run (same as PIPELINE_FRESH=1)")
 

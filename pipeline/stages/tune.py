@@ -4,8 +4,8 @@ search over a variant's recipe at one label budget, declared in ``tune.<arm>.<va
 
 It reads the prepared train and val splits (never the test split, which is in a dir of its own)
 and, for a fine-tune variant, the pretrained weights; it writes the search dir
-``models/<variant>-tuned/<budget>/search`` (the Optuna journal, ``trials.json``, the MLflow parent
-run's id) and ``models/<variant>-tuned/<budget>/chosen.json``, which the tuned cells train. Killed,
+``models/<variant>-tuned/search/<budget>`` (the Optuna journal, ``trials.json``, the MLflow parent
+run's id) and ``models/<variant>-tuned/choice/<budget>/chosen.json``, which the tuned cells train. Killed,
 it resumes with its finished trials when started again (``dvc repro`` keeps the search dir:
 ``persist: true``).
 
@@ -97,10 +97,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="labelled train images per class, or 'all' (default)")
     parser.add_argument("--data", default=str(PREPARED))
     parser.add_argument("--out", default=None,
-                        help="the search dir (default: models/<variant>-tuned/<budget>/search)")
+                        help="the search dir (default: models/<variant>-tuned/search/<budget>)")
     parser.add_argument("--chosen", default=None,
-                        help="the choice's file (default: models/<variant>-tuned/<budget>/"
-                             "chosen.json)")
+                        help="the choice's file (default: models/<variant>-tuned/choice/"
+                             "<budget>/chosen.json)")
     parser.add_argument("--pretrained", default=None,
                         help="weights a fine-tune variant's trials start from (default "
                              "models/pretrained/<its pretrained>/model.safetensors)")
