@@ -7,9 +7,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from ..config import Params, load_params
+from ..config import FinetuneRecipe, Params, load_params
 from ..errors import USER_ERRORS  # errors a user can fix from the message: no traceback, exit 2
+from ..layout import pretrained_file
 
 
 def stage_main(
@@ -27,3 +29,9 @@ def stage_main(
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def pretrained_weights(given: str | None, recipe: FinetuneRecipe) -> Path:
+    """The weights a fine-tune variant starts from: ``--pretrained`` when given, else
+    ``models/pretrained/<its pretrained>/model.safetensors``."""
+    return Path(given) if given else pretrained_file(recipe.pretrained)

@@ -31,25 +31,69 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Params, apply_overrides, base_name
+from ..config import Params, Recipe, apply_overrides, base_name
 from ..data import read_manifest
 from ..data.budgets import parse_budget
 from ..data.splits import MANIFEST
 from ..errors import RecordError
 from ..hashing import code_digest, file_sha256
-from ..layout import PREPARED, CellKey, budget_dir, cell_dir, chosen_file, pretrained_file
+from ..layout import PREPARED, CellKey, budget_dir, cell_dir, chosen_file
 from ..records import Choice, RunRecord
 from ..training.fit import TrainingJob, fit
 from ..training.start import start_model
-from ._cli import stage_main
+from ._cli import pretrained_weights, stage_main
 
 log = logging.getLogger("train")
 
 
+@dataclass(frozen=True)
+class Cells:
+    """What every seed's cell of one stage run shares, read and hashed once: the recipe (with a
+    search's choice applied), its weights, the data, and the params the runs are made of."""
+
+    kind: str
+    recipe: Recipe
+    tuned: Choice | None
+    weights: Path | None  # a fine-tune variant's pretrained weights
+    num_classes: int
+    logged: dict  # without the cell's own seed and budget
+    code: str
+
+
+def cells(params: Params, args: argparse.Namespace) -> Cells:
+    data = Path(args.data)
+    kind, vp = params.variant(args.variant)
+    manifest = read_manifest(data)
+    tuned = None
+    if args.variant not in params.variants:  # <name>-tuned: the search's choice
+        chosen = getattr(args, "chosen", None)
+        path = Path(chosen) if chosen else chosen_file(base_name(args.variant), args.budget)
+        tuned = Choice.read(path.parent)
+        if (tuned.variant, tuned.budget) != (base_name(args.variant), str(args.budget)):
+            raise RecordError(f"{path} is the choice of {tuned.variant} at budget "
+                              f"{tuned.budget}, not of {args.variant} at {args.budget}; "
+                              "re-run the search (dvc repro)")
+        vp = apply_overrides(vp, tuned.overrides)
+    # what the runs are made of; a change of any of it starts a new run instead of resuming
+    # (not the list of seeds: adding one must not restart the cells already there)
+    logged = {"base": params.base.model_dump(exclude={"seeds"}), "variant": vp.model_dump(),
+              "dataset": manifest["dataset"], "model.variant": vp.model.variant, "kind": kind,
+              "data.manifest_sha256": file_sha256(data / MANIFEST)}
+    if tuned is not None:
+        logged["tuned"] = {"overrides": dict(tuned.overrides), "trial": tuned.trial,
+                           "val_acc": tuned.value, "trials": tuned.trials}
+    weights = None
+    if kind == "finetune":  # any checkpoint layout, a model file of ours included
+        weights = pretrained_weights(args.pretrained, vp)
+        logged["pretrained.sha256"] = file_sha256(weights)
+    # the code this stage runs: a finished cell of other code is retrained
+    return Cells(kind, vp, tuned, weights, int(manifest["num_classes"]), logged, code_digest())
+
+
 def run(params: Params, args: argparse.Namespace) -> list[RunRecord]:
-    code = code_digest()  # the code this stage runs: a finished cell of other code is retrained
     every = getattr(args, "all_seeds", False)
     seeds = params.base.seeds if every else [
         params.base.seeds[0] if args.seed is None else args.seed]
@@ -59,48 +103,26 @@ def run(params: Params, args: argparse.Namespace) -> list[RunRecord]:
     else:
         outs = [Path(args.out) if args.out else cell_dir(CellKey(args.variant, args.budget,
                                                                  seeds[0]))]
-    return [train_cell(params, args, seed, out, code) for seed, out in zip(seeds, outs)]
+    shared = cells(params, args)
+    return [train_cell(params, args, shared, seed, out) for seed, out in zip(seeds, outs)]
 
 
-def train_cell(params: Params, args: argparse.Namespace, seed: int, out: Path,
-               code: str) -> RunRecord:
+def train_cell(params: Params, args: argparse.Namespace, shared: Cells, seed: int,
+               out: Path) -> RunRecord:
     """One cell: ``args.variant`` at ``args.budget`` with ``seed``, in ``out``."""
-    data = Path(args.data)
-    kind, vp = params.variant(args.variant)
     key = CellKey(args.variant, args.budget, seed)
-    budget = parse_budget(args.budget)
-    manifest = read_manifest(data)
-    tuned = None
-    if args.variant not in params.variants:  # <name>-tuned: the search's choice
-        chosen = getattr(args, "chosen", None)
-        path = Path(chosen) if chosen else chosen_file(base_name(args.variant),
-                                                                 args.budget)
-        tuned = Choice.read(path.parent)
-        if (tuned.variant, tuned.budget) != (base_name(args.variant), str(args.budget)):
-            raise RecordError(f"{path} is the choice of {tuned.variant} at budget "
-                              f"{tuned.budget}, not of {args.variant} at {args.budget}; "
-                              "re-run the search (dvc repro)")
-        vp = apply_overrides(vp, tuned.overrides)
-    # what the run is made of; a change of any of it starts a new run instead of resuming
-    # (not the list of seeds: adding one must not restart the cells already there)
-    logged = {"base": params.base.model_dump(exclude={"seeds"}), "variant": vp.model_dump(),
-              "dataset": manifest["dataset"], "model.variant": vp.model.variant, "kind": kind,
-              "cell": {"seed": seed, "budget": args.budget},  # not "budget": the DataModule's
-              "data.manifest_sha256": file_sha256(data / MANIFEST)}
-    if tuned is not None:
-        logged["tuned"] = {"overrides": dict(tuned.overrides), "trial": tuned.trial,
-                           "val_acc": tuned.value, "trials": tuned.trials}
-    weights = None
-    if kind == "finetune":  # any checkpoint layout, a model file of ours included
-        weights = Path(args.pretrained) if args.pretrained else pretrained_file(vp.pretrained)
-        logged["pretrained.sha256"] = file_sha256(weights)
+    logged = {**shared.logged,
+              "cell": {"seed": seed, "budget": args.budget}}  # not "budget": the DataModule's
     # the cell's seed gives its initial weights (and data order, ...)
-    model = start_model(vp, num_classes=manifest["num_classes"], seed=seed, pretrained=weights)
+    model = start_model(shared.recipe, num_classes=shared.num_classes, seed=seed,
+                        pretrained=shared.weights)
+    stage = "train_scratch" if shared.kind == "scratch" else "finetune"
     job = TrainingJob(
-        name=str(key), recipe=vp,
-        stage=("train_scratch" if kind == "scratch" else "finetune") + ("_tuned" if tuned else ""),
-        seed=seed, data_dir=data, out_dir=out, logged_params=logged, budget=budget,
-        tags={"variant": args.variant, "seed": str(seed), "budget": args.budget}, code=code)
+        name=str(key), recipe=shared.recipe, stage=stage + ("_tuned" if shared.tuned else ""),
+        seed=seed, data_dir=Path(args.data), out_dir=out, logged_params=logged,
+        budget=parse_budget(args.budget),
+        tags={"variant": args.variant, "seed": str(seed), "budget": args.budget},
+        code=shared.code)
     record = fit(job, model, params.base.trainer,
                  params.base.mlflow_experiment, fresh=True if args.fresh else None)
     if record.run_id is not None:  # global rank 0 (the other ranks have no run)

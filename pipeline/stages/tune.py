@@ -25,13 +25,13 @@ from ..data import read_manifest
 from ..data.splits import MANIFEST
 from ..errors import ParamsError
 from ..hashing import file_sha256
-from ..layout import PREPARED, chosen_file, pretrained_file, search_dir
+from ..layout import PREPARED, chosen_file, search_dir
 from ..records import SearchRecord
 from ..tracking.searches import SearchRun
 from ..tracking.uri import check_tracking
 from ..training.start import start_model
 from ..tuning.search import SearchJob, run_search, space_record
-from ._cli import stage_main
+from ._cli import pretrained_weights, stage_main
 
 log = logging.getLogger("tune")
 
@@ -52,7 +52,7 @@ def run(params: Params, args: argparse.Namespace) -> SearchRecord:
                 "trainer": params.base.trainer.model_dump(mode="json")}
     weights = None
     if arm == "finetune":
-        weights = Path(args.pretrained) if args.pretrained else pretrained_file(recipe.pretrained)
+        weights = pretrained_weights(args.pretrained, recipe)
         identity["pretrained.sha256"] = file_sha256(weights)
     num_classes = int(manifest["num_classes"])
 

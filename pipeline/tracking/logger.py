@@ -120,7 +120,7 @@ class RunLogger(MLFlowLogger):
                       f"{type(err).__name__}: {err}"[:4000])
             if isinstance(err, (KeyboardInterrupt, SIGTERMException)):
                 status = "KILLED"
-        # also a spool left by an earlier session of a resumed run
+        # also metrics spooled before the run was interrupted, now that it is resumed
         if self.spool is not None and self.spool.exists():
             try:
                 self._replay_spool()

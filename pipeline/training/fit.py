@@ -11,8 +11,9 @@ interrupted run resumes from ``last.ckpt`` in the same MLflow run
 (:mod:`pipeline.training.resume`).
 
 The steps are functions of their own: the data (:func:`training_data`), the Trainer and its
-callbacks (:mod:`pipeline.training.trainer`), the resume decision and the MLflow run
-(:func:`open_run`), and the export of the model file (:func:`export_model`).
+callbacks (:mod:`pipeline.training.trainer`), the resume decision
+(:func:`~pipeline.training.resume.decide`: resume, start afresh, or keep a finished run), the
+MLflow run (:func:`open_run`), and the export of the model file (:func:`export_model`).
 
     >>> job = TrainingJob(name="scratch/all/seed0", stage="train_scratch", recipe=recipe, seed=0,
     ...                   data_dir=Path("data/prepared"), out_dir=Path("models/scratch/all/seed0"),
@@ -114,11 +115,10 @@ def training_data(job: TrainingJob, trainer_params: TrainerParams) -> TrainingDa
                         batches_per_epoch(labelled, passes, tr.batch_size, world))
 
 
-def open_run(job: TrainingJob, experiment: str, hparams: dict, uri: str, *,
-             fresh: bool) -> tuple[Start, RunLogger]:
-    """Whether the run resumes (:func:`~pipeline.training.resume.decide`) and its MLflow logger,
-    for a new run or the one being resumed (a new one when that run is not in ``uri``)."""
-    start = decide(job.out_dir, fingerprint(hparams), fresh=fresh, code=job.code)
+def open_run(job: TrainingJob, experiment: str, start: Start, uri: str) -> RunLogger:
+    """The MLflow logger of a run that starts as ``start`` says
+    (:func:`~pipeline.training.resume.decide`): a new run, or the one being resumed (a new one
+    when that run is not in ``uri``)."""
     run_id = start.run_id
     if run_id is not None and (start.tracking_uri != uri or not run_exists(run_id, uri)):
         log.warning("MLflow run %s (of %s) is not in %s; the resumed training logs to a new run",
@@ -126,9 +126,8 @@ def open_run(job: TrainingJob, experiment: str, hparams: dict, uri: str, *,
         run_id = None
     if start.resuming:
         log.info("%s: resuming from %s in MLflow run %s", job.name, start.ckpt_path, run_id)
-    logger = make_logger(experiment, job.name, job.stage, run_id=run_id,
-                         spool=job.out_dir / SPOOL_FILE)
-    return start, logger
+    return make_logger(experiment, job.name, job.stage, run_id=run_id,
+                       spool=job.out_dir / SPOOL_FILE)
 
 
 def fit(job: TrainingJob, model: ImageClassifier, trainer_params: TrainerParams,
@@ -162,11 +161,11 @@ def fit(job: TrainingJob, model: ImageClassifier, trainer_params: TrainerParams,
     hparams = {**flatten(dict(job.logged_params)), "model.num_params": num_params,
                "precision.resolved": precision, "data.labelled": data.labelled,
                "data.passes": data.passes}
-    fresh = fresh_requested() if fresh is None else fresh
-    kept = decide(out_dir, fingerprint(hparams), fresh=fresh, code=job.code)
-    if kept.finished:  # trained before with these params and this code: nothing to do
+    start = decide(out_dir, fingerprint(hparams),
+                   fresh=fresh_requested() if fresh is None else fresh, code=job.code)
+    if start.finished:  # trained before with these params and this code: nothing to do
         return RunRecord.read(out_dir)
-    start, logger = open_run(job, experiment, hparams, uri, fresh=fresh)
+    logger = open_run(job, experiment, start, uri)
     try:
         # the run is created (or reopened) and recorded in resume.json together, in setup
         resumable = Resumable(start, logger, hparams, uri,
