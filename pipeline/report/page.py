@@ -32,6 +32,7 @@ from .style import png_bytes, variant_colors
 from .tables import (
     SINGLE_RUN_NOTE,
     TEXT_COLUMNS,
+    headline,
     markdown_report,
     study_rows,
     study_sentence,
@@ -59,6 +60,10 @@ figure { margin: 2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.95em; margin-top: 0.4em; }
 p.gain { font-size: 1.1em; }
+p.headline { font-size: 1.25em; font-weight: bold; line-height: 1.4; margin: 0.6em 0 0.8em; }
+div.caveats { background: #fff8e1; border-left: 4px solid #f0ad4e; padding: 0.2em 1em;
+              margin-bottom: 1.5em; }
+div.caveats li { margin: 0.3em 0; }
 h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 caption { text-align: left; font-weight: bold; padding-bottom: 0.3em; }
 """
@@ -92,12 +97,24 @@ def study_html(study: Study, figures: Sequence[tuple[str, bytes, str]]) -> list[
     return out
 
 
+def lead_html(study: Study | None, caveats: Sequence[str]) -> list[str]:
+    """The headline (:func:`.tables.headline`) and what it does not show, under the title."""
+    e = html.escape
+    answer = headline(study) if study is not None else None
+    out = [f'<p class="headline">{e(answer)}</p>'] if answer else []
+    if caveats:
+        out += ['<div class="caveats"><p>What this does not show:</p><ul>',
+                *(f"<li>{e(c)}</li>" for c in caveats), "</ul></div>"]
+    return out
+
+
 def html_report(variants: Sequence[VariantResult], figures: Sequence[tuple[str, bytes, str]], *,
                 dataset: str, num_classes: int, num_images: int, n_bins: int,
                 study: Study | None = None,
-                study_pngs: Sequence[tuple[str, bytes, str]] = ()) -> str:
-    """The page; ``figures``: (file name, PNG bytes, caption), inlined in that order. With a
-    ``study``, its section (``study_pngs`` first) comes right after the title."""
+                study_pngs: Sequence[tuple[str, bytes, str]] = (),
+                caveats: Sequence[str] = ()) -> str:
+    """The page; ``figures``: (file name, PNG bytes, caption), inlined in that order. Under the
+    title the headline and its caveats; with a ``study``, its section (``study_pngs`` first)."""
     e = html.escape
     header, rows, marks = table(variants)
     numeric = set(range(3, len(header)))
@@ -106,6 +123,7 @@ def html_report(variants: Sequence[VariantResult], figures: Sequence[tuple[str, 
         f"<title>ViT from scratch vs pretrained: {e(dataset)}</title>",
         f"<style>{_CSS}</style>", "</head>", "<body>",
         f"<h1>ViT from scratch vs pretrained: {e(dataset)} test split</h1>",
+        *lead_html(study, caveats),
         *(study_html(study, study_pngs) if study is not None else []),
         f"<p>{num_images} test images, {num_classes} classes. Best accuracy highlighted. ECE: "
         f"expected calibration error over {n_bins} equal-width confidence bins.</p>",
@@ -172,7 +190,7 @@ def _validate(variants: Sequence[VariantResult], labels: np.ndarray, images: np.
 def build_report(out_dir: Path, variants: Sequence[VariantResult], *, labels: np.ndarray,
                  images: np.ndarray, classes: Sequence[str], dataset: str,
                  attention_index: np.ndarray | None = None, n_misclassified: int = 16,
-                 study: Study | None = None) -> None:
+                 study: Study | None = None, caveats: Sequence[str] = ()) -> None:
     """Write the report of ``variants`` (their metrics on the test split of ``labels`` and
     ``images``) into ``out_dir``; see :mod:`pipeline.report`. With a ``study`` (every variant at
     every label budget and seed), the page and ``report.md`` start with its curve, gain and
@@ -236,8 +254,9 @@ def build_report(out_dir: Path, variants: Sequence[VariantResult], *, labels: np
             "variant's prediction (✓ right, ✗ wrong).")
     common = dict(dataset=dataset, num_classes=len(classes), num_images=len(labels),
                   n_bins=n_bins)
-    markdown = markdown_report(variants, **common, study=study)
-    page = html_report(variants, figures, **common, study=study, study_pngs=lead)
+    markdown = markdown_report(variants, **common, study=study, caveats=caveats)
+    page = html_report(variants, figures, **common, study=study, study_pngs=lead,
+                       caveats=caveats)
     texts = {} if study is None else study_csvs(study, len(classes))  # path: text
     texts["per_class.csv"] = per_class_csv(variants, classes)
     for v in variants:

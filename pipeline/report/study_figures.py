@@ -24,6 +24,7 @@ from .format import interval_basis
 from .style import figure, marker
 
 if TYPE_CHECKING:
+    from ..evaluation.stats import Interval
     from ..evaluation.study import Study
 
 
@@ -210,9 +211,60 @@ def expected_max_figure(study: Study) -> Figure:
     return fig
 
 
+def dot_figure(study: Study, colors_by_variant: Mapping[str, object]) -> Figure:
+    """The study at its one label budget: left, each variant's mean test top-1 (%) as a dot with
+    its 95% interval as a bar (gids ``"dot:<variant>"``, ``"bar:<variant>"``); right, each
+    pair's gain (points) the same way, a dashed line at 0 (``"dot:<ft> − <scratch>"``). Variants and pairs top down in
+    study order; filled gain dots where the interval excludes 0."""
+    (budget,) = study.budgets
+    variants = list(dict.fromkeys(a.variant for a in study.aggregates))
+    pairs = [g for g in study.gains if g.budget == budget]
+    rows = max(len(variants), len(pairs), 1)
+    fig = figure(10.0, 1.3 + 0.45 * rows)
+    left, right = fig.subplots(1, 2, gridspec_kw={"wspace": 0.08})
+    fallback = iter(colormaps["tab10"](i % 10) for i in range(len(variants)))
+
+    def dots(ax: Axes, items: list[tuple[str, Interval, object, bool]]) -> None:
+        for y, (label, iv, color, filled) in enumerate(items):
+            lo = 100 * (iv.mean - iv.low) if math.isfinite(iv.low) else 0.0
+            hi = 100 * (iv.high - iv.mean) if math.isfinite(iv.high) else 0.0
+            dot, _, (bar,) = ax.errorbar(
+                [100 * iv.mean], [y], xerr=[[lo], [hi]], fmt="o", ms=8, color=color,
+                markerfacecolor=color if filled else "white", markeredgewidth=1.5,
+                elinewidth=1.6, capsize=4)
+            dot.set_gid(f"dot:{label}")
+            bar.set_gid(f"bar:{label}")
+        ax.set_yticks(range(len(items)), [i[0] for i in items])
+        ax.set_ylim(len(items) - 0.5, -0.5)
+        ax.grid(axis="x", alpha=0.3)
+
+    aggs = {a.variant: a for a in study.aggregates}
+    dots(left, [(v, aggs[v].top1, colors_by_variant.get(v) or next(fallback), True)
+                for v in variants])
+    left.set_xlabel("test top-1 (%)")
+    left.set_title(f"Test accuracy ({budget_words(budget)})\n"
+                   + interval_basis([a.top1 for a in study.aggregates], paired=False, sep="\n"),
+                   fontsize=10)
+    palette = colormaps["Dark2"]
+    right.axvline(0.0, color="black", lw=1.0, ls="--")
+    dots(right, [(f"{g.finetune} − {g.scratch}", g.diff, palette(i % 8), g.diff.excludes_zero)
+                 for i, g in enumerate(pairs)])
+    right.yaxis.tick_right()
+    right.set_xlabel("pretraining gain (points); hollow: the interval includes 0")
+    right.set_title("Fine-tuned − scratch, paired seed by seed\n"
+                    + interval_basis([g.diff for g in pairs], paired=True, sep="\n"),
+                    fontsize=10)
+    return fig
+
+
+def budget_words(budget: str) -> str:
+    return "all labelled images" if budget == "all" else f"{budget} labelled images per class"
+
+
 def study_figures(study: Study, colors_by_variant: Mapping[str, object],
                   num_classes: int) -> Sequence[tuple[str, Figure, str]]:
-    """(file name, figure, caption) of the study's figures, in page order."""
+    """(file name, figure, caption) of the study's figures, in page order: with one label budget
+    a dot plot, with several the curve and the gain per budget."""
     basis = interval_basis([a.top1 for a in study.aggregates], paired=False)
     searches = []
     if study.searches:
@@ -222,6 +274,13 @@ def study_figures(study: Study, colors_by_variant: Mapping[str, object],
                      "s.d.), against trials and against training compute. It assumes independent "
                      "draws: for a grid or TPE it reads as the best of n trials drawn at random "
                      "from those that ran. Pruned trials count with the score they had reached.")]
+    if len(study.budgets) == 1:
+        return [("study.png", dot_figure(study, colors_by_variant),
+                 f"One label budget ({budget_words(study.budgets[0])}): each variant's mean test "
+                 f"top-1 as a dot and its 95% interval as a bar ({basis}); right, the pretraining "
+                 "gain of each fine-tuned/scratch pair, paired seed by seed, filled where its "
+                 "interval excludes 0. With several budgets this becomes a curve against the "
+                 "label budget."), *searches]
     return [
         ("curve.png", curve_figure(study, colors_by_variant, num_classes=num_classes),
          f"Test top-1 against the number of labelled training images per class (log scale; "

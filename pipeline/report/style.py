@@ -32,7 +32,9 @@ def figure(width: float, height: float) -> Figure:
 def png_bytes(fig: Figure) -> bytes:
     """``fig`` as PNG bytes, on white."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    # tight: a legend placed outside the axes is never cut at the figure's edge
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white", bbox_inches="tight",
+                pad_inches=0.15)
     return buf.getvalue()
 
 

@@ -52,6 +52,7 @@ from pipeline.report import (
 )
 from pipeline.report import page as page_mod
 from pipeline.report.format import budget_header
+from pipeline.report.study_figures import study_figures
 from pipeline.report.tables import SINGLE_RUN_NOTE
 
 FIGURES = ["per_class_accuracy.png", "reliability.png", "curves.png", "acc_vs_params.png",
@@ -675,6 +676,27 @@ def test_curve_figure_one_seed_and_one_budget(one_seed_study):
     assert y == pytest.approx([100 * only.gains[0].diff.mean])
 
 
+def test_one_budget_is_drawn_as_dots_with_their_intervals(study):
+    only = summarise([c for c in study_cells() if c.budget == "100"])
+    figures = {name: (fig, caption) for name, fig, caption in study_figures(only, {}, 10)}
+    assert list(figures) == ["study.png"]  # no "curve" through a single x position
+    fig, caption = figures["study.png"]
+    assert "One label budget (100 labelled images per class)" in caption and "line" not in caption
+    left, right = fig.axes
+    assert [t.get_text() for t in left.get_yticklabels()] == ["scratch_ti4", "finetune_b16"]
+    drawn = {a.get_gid(): a for ax in (left, right) for a in [*ax.lines, *ax.collections]}
+    for a in only.aggregates:  # the dot at the mean, the bar over the interval
+        (x,), _ = drawn[f"dot:{a.variant}"].get_data()
+        assert x == pytest.approx(100 * a.top1.mean)
+        (seg,) = drawn[f"bar:{a.variant}"].get_segments()
+        assert seg[:, 0] == pytest.approx([100 * a.top1.low, 100 * a.top1.high])
+    (g,) = only.gains
+    (x,), _ = drawn["dot:finetune_b16 − scratch_ti4"].get_data()
+    assert x == pytest.approx(100 * g.diff.mean)
+    png_bytes(fig)
+    assert {n for n, _, _ in study_figures(study, {}, 10)} == {"curve.png", "gain.png"}
+
+
 def test_gain_figure_plots_the_gains_and_zero(study):
     fig = gain_figure(study, num_classes=10)
     ax = fig.axes[0]
@@ -702,14 +724,18 @@ def test_report_with_a_study_starts_with_it(tmp_path, study, monkeypatch):
     assert body.index('alt="curve.png"') < body.index('alt="gain.png"') \
         < body.index("<caption>Test top-1") < body.index("<caption>Pretraining gain") \
         < body.index("Per-variant results") < body.index('alt="per_class_accuracy.png"')
-    assert body.lstrip().startswith('<h2 id="study">')
+    # the answer first: the headline sentence, then the study
+    assert body.lstrip().startswith('<p class="headline">Pretraining adds ')
+    assert body.index('<p class="headline">') < body.index('<h2 id="study">')
     assert page.count("data:image/png;base64,") == len(FIGURES) + len(d["variants"]) + 1 + 2
     assert (tmp_path / "curve.csv").read_text() == curve_csv(study, len(d["classes"]))
     assert (tmp_path / "gain.csv").read_text() == gain_csv(study, len(d["classes"]))
     assert {"curve.png", "gain.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
     md = (tmp_path / "report.md").read_text()
     assert md.index("| variant | kind | 10 per class") < md.index("| variant | kind | model |")
-    assert md.split("\n", 2)[2].startswith("## Test accuracy against the label budget")
+    first = md.split("\n", 2)[2]
+    assert first.startswith("**Pretraining adds ")
+    assert first.index("**\n") < first.index("## Test accuracy against the label budget")
     assert not list(tmp_path.rglob(".*.tmp-*"))
 
 
