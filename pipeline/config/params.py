@@ -195,9 +195,15 @@ class Params(Strict):
                 return arm, search
         return None
 
-    def group_key(self) -> str:
+    def group_params(self) -> dict:
         """What one comparison is made of: everything the trained models depend on (not how they
-        are evaluated). The MLflow parent run of the variants' runs is keyed by it."""
+        are evaluated), as plain data."""
+        return self.model_dump(mode="json", include={"base", "prepare", "pretrained", "scratch",
+                                                     "finetune", "tune"})
+
+    def group_key(self) -> str:
+        """A hash of :meth:`group_params`: the MLflow parent run of the variants' runs is keyed by
+        it."""
         data = self.model_dump(include={"base", "prepare", "pretrained", "scratch", "finetune",
                                         "tune"})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

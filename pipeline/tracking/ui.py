@@ -14,18 +14,27 @@ import json
 import os
 from urllib.parse import quote
 
-from .comparison import GROUP_TAG, PARENT_TAG, ROLE_TAG
+from .comparison import GROUP_TAG, PARENT_TAG, ROLE_TAG, view_key
 from .uri import client
 
 
-def comparison_urls(ui: str, experiment_id: str, group: str, variant_runs: list[str]) -> dict:
-    """Where the UI at ``ui`` shows a comparison: its runs in the experiment's table (the parent
+def comparison_urls(ui: str, experiment_id: str, group: str, variant_runs: list[str],
+                    parent_run: str = "") -> dict:
+    """Where the UI at ``ui`` shows a comparison: its parent run's page (the answer in its
+    description, the study's metrics, the report), its saved view (the cells grouped by variant,
+    a bar per variant of the mean test top-1 over its cells: :func:`.comparison_view`), its runs
+    in the experiment's table (the parent
     listed, its variants one click away), and the compare page of its variant runs (params,
     metrics and plots side by side). ``workflowType``: MLflow 3.17 opens an experiment as a GenAI
     app unless its sidebar switch, remembered per browser, or the URL says model training."""
     ui = ui.rstrip("/")
     where = quote(f"tags.`{GROUP_TAG}` = '{group}'", safe="")
-    return {"runs": f"{ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return {"parent": f"{ui}/#/experiments/{experiment_id}/runs/{parent_run}"
+                      f"?workflowType=machine_learning",
+            "by variant": f"{ui}/#/experiments/{experiment_id}/runs?viewStateShareKey="
+                          f"{view_key(parent_run)}&compareRunsMode=CHART"
+                          f"&workflowType=machine_learning",
+            "runs": f"{ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
                     f"&searchFilter={where}",
             # runs and experiments first: MLflow 3.17's compare page reads them by position
             # ("undefined is not valid JSON" otherwise)
@@ -68,9 +77,11 @@ def main() -> None:
         return
     parent, variant_runs = found
     urls = comparison_urls(args.ui, parent.info.experiment_id, parent.data.tags[GROUP_TAG],
-                           variant_runs)
+                           variant_runs, parent.info.run_id)
     print(f"newest comparison: {parent.info.run_name}\n"
-          f"  its runs:   {urls['runs']}\n  side by side: {urls['compare']}")
+          f"  the answer:   {urls['parent']}\n"
+          f"  by variant:   {urls['by variant']}\n"
+          f"  its runs:     {urls['runs']}\n  side by side: {urls['compare']}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""A trained variant as an MLflow model: pt2 export with the preprocessing inside, registered,
-and served over REST by ``mlflow models serve`` with the same probabilities as the model."""
+"""A trained variant as an MLflow model: a torch.export graph with the preprocessing inside,
+served through its code (pipeline/tracking/serving_pyfunc.py), registered, and served over REST
+by ``mlflow models serve``: per image the class names of the top 5 and every probability, the
+same probabilities as the model's."""
 
 import json
 import os
@@ -30,9 +32,13 @@ def registered():
     torch.nn.init.normal_(vit.head.weight, std=0.5)  # not the zero head: distinct classes
     model = ImageClassifier(vit).eval()
     client = mlflow.MlflowClient(tracking_uri())
-    run = client.create_run(client.create_experiment("serving"))
+    run = client.create_run(client.create_experiment("serving"), start_time=1_000)
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=17_000)  # trained in 16 s
     info = log_serving_model(model, run_id=run.info.run_id, classes=CLASSES, image_shape=(8, 8, 1),
-                             registered_name="vit-test-finetune")
+                             name="finetune-all-seed0", registered_name="vit-test-finetune")
+    # logging the model into the finished training run leaves its status and its duration
+    after = client.get_run(run.info.run_id).info
+    assert (after.status, after.start_time, after.end_time) == ("FINISHED", 1_000, 17_000)
     return model, info
 
 
@@ -47,11 +53,24 @@ def test_logged_model_has_signature_classes_and_registered_version(registered):
     (inp,) = info.signature.inputs.inputs
     assert str(inp.type) == "uint8" and inp.shape == (-1, 8, 8, 1)
     assert info.metadata["classes"] == CLASSES
+    assert info.name == "finetune-all-seed0"
     loaded = mlflow.pyfunc.load_model("models:/vit-test-finetune/1")
     images = input_example((8, 8, 1), n=5)  # another batch size than the example's 2
-    probs = loaded.predict(images)
-    np.testing.assert_allclose(probs, _expected(model, images), atol=1e-6)
-    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    _check_answer(loaded.predict(images), _expected(model, images))
+    _check_answer(loaded.predict(images[:1]), _expected(model, images[:1]))  # one image
+
+
+def _check_answer(predictions: list[dict], expected: np.ndarray) -> None:
+    """One record per image: the top class by name with its probability, the top 5 by name
+    (most probable first), every probability; as the model computes them."""
+    assert len(predictions) == len(expected)
+    for record, probs in zip(predictions, expected):
+        np.testing.assert_allclose(record["probabilities"], probs, atol=1e-6)
+        order = np.argsort(-probs, kind="stable")[:5]
+        assert [t["class"] for t in record["top_k"]] == [CLASSES[i] for i in order]
+        assert [t["index"] for t in record["top_k"]] == order.tolist()
+        assert record["label"] == CLASSES[order[0]]
+        assert record["probability"] == pytest.approx(probs[order[0]], abs=1e-6)
 
 
 def _free_port() -> int:
@@ -87,9 +106,7 @@ def test_mlflow_models_serve_answers_with_the_models_probabilities(registered):
             data=json.dumps({"inputs": images.tolist()}).encode(),
             headers={"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=30).read())
-        probs = np.asarray(answer["predictions"])
-        np.testing.assert_allclose(probs, _expected(model, images), atol=1e-6)
-        assert probs.argmax(1).tolist() == _expected(model, images).argmax(1).tolist()
+        _check_answer(answer["predictions"], _expected(model, images))
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()

@@ -6,6 +6,8 @@ and a store that fails is reported, not fatal."""
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -17,8 +19,16 @@ from pipeline.data import load_prepared
 from pipeline.evaluation.cell import evaluate_cell, load_cell
 from pipeline.evaluation.study import summarise
 from pipeline.layout import cell_dir, cell_keys
-from pipeline.tracking.comparison import GROUP_TAG, PARENT_TAG, ROLE_TAG, log_comparison
-from pipeline.tracking.serving import register_models
+from pipeline.tracking.comparison import (
+    DESCRIPTION_TAG,
+    GROUP_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    SHARED_VIEW_TAG,
+    log_comparison,
+    view_key,
+)
+from pipeline.tracking.serving import model_name, register_models
 from pipeline.tracking.uri import tracking_uri
 
 
@@ -37,6 +47,8 @@ def evaluated(tiny_params, digits_test_dir, tmp_path):
     results = []
     for i, key in enumerate(cell_keys(params.variants, ["all"], [0, 1])):
         run = client.create_run(exp, run_name=str(key))
+        client.set_tag(run.info.run_id, "variant", key.variant)  # as training tags it
+        client.set_terminated(run.info.run_id, "FINISHED")  # trained
         trained_variant(cell_dir(key, models), manifest["classes"], seed=i, img_size=8,
                         embed_dim=16, depth=1, varied=True, run_id=run.info.run_id,
                         experiment_id=exp, tracking_uri=tracking_uri(), epochs=1, labelled=128)
@@ -59,7 +71,7 @@ def test_every_cell_goes_under_one_parent_with_its_metrics(evaluated, tmp_path):
 
     fluent = (tracking._tracking_uri, registry._registry_uri)  # MLflow's process-wide URIs
     model_ids: dict[str, str] = {}
-    register_models({v: (c.trained, c.run.run_id) for c, r in results
+    register_models({v: (c.trained, c.run.run_id, model_name(k)) for c, r in results
                      for v, k in shown.items() if r.key == k},
                     prefix="vit-test", image_shape=tuple(manifest["image_shape"]),
                     model_ids=model_ids)
@@ -70,12 +82,25 @@ def test_every_cell_goes_under_one_parent_with_its_metrics(evaluated, tmp_path):
     parent = log_comparison(params, [r for _, r in results], study, test_dir=data,
                             models_dir=models, report_dir=report,
                             confusion={shown["scratch"]: confusion},
-                            model_ids={shown[v]: i for v, i in model_ids.items()})
+                            model_ids={shown[v]: i for v, i in model_ids.items()},
+                            description="**The answer.**")
     assert parent is not None
     p = client.get_run(parent)
     assert p.data.tags[ROLE_TAG] == "parent" and p.data.tags[GROUP_TAG] == params.group_key()
-    assert p.data.metrics["gain.finetune-scratch.all"] == pytest.approx(
-        study.gains[0].diff.mean)
+    assert p.data.metrics["gain.finetune-scratch.all"] == round(  # points
+        100 * study.gains[0].diff.mean, 2)
+    assert p.data.tags[DESCRIPTION_TAG] == "**The answer.**"
+    assert "params.json" in {a.path for a in client.list_artifacts(parent)}
+    # the saved view the UI opens (viewStateShareKey): the cells grouped by variant, all shown,
+    # a bar per variant of the mean test top-1 first
+    view = json.loads(client.get_experiment(p.info.experiment_id).tags[
+        SHARED_VIEW_TAG + view_key(parent)])
+    assert view["groupBy"] == {"aggregateFunction": "average",
+                               "groupByKeys": [{"mode": "tag", "groupByData": "variant"}]}
+    assert view["runsHiddenMode"] == "SHOW_ALL" and parent in view["searchFilter"]
+    assert view["compareRunCharts"][0]["metricKey"] == "test/acc"
+    in_view = client.search_runs([p.info.experiment_id], filter_string=view["searchFilter"])
+    assert {r.info.run_id for r in in_view} == {r.run.run_id for _, r in results}
     assert {"top1_mean.scratch.all", "top1_mean_low.scratch.all"} <= set(p.data.metrics)
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent, "report")}
     for _, r in results:
@@ -89,6 +114,18 @@ def test_every_cell_goes_under_one_parent_with_its_metrics(evaluated, tmp_path):
         "vit-test-finetune", "1")
     assert version.run_id == [
         r.run.run_id for _, r in results if r.key == shown["finetune"]][0]
+    model = client.get_logged_model(model_ids["finetune"])
+    assert model.name == model_name(shown["finetune"]) == "finetune-all-seed0"
+    # evaluated again with no cell trained since: the same models, no new registered version
+    again_ids: dict[str, str] = {}
+    register_models({v: (c.trained, c.run.run_id, model_name(k)) for c, r in results
+                     for v, k in shown.items() if r.key == k},
+                    prefix="vit-test", image_shape=tuple(manifest["image_shape"]),
+                    model_ids=again_ids)
+    assert again_ids == model_ids
+    registry_client = mlflow.MlflowClient(tracking_uri(), registry_uri=tracking_uri())
+    assert [v.version for v in registry_client.search_model_versions(
+        "name = 'vit-test-finetune'")] == [1]
     # a second evaluation finds the same parent
     again = log_comparison(params, [r for _, r in results], study, test_dir=data,
                            models_dir=models, report_dir=report, confusion={}, model_ids={})

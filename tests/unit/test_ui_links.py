@@ -26,3 +26,17 @@ def test_links_open_model_training_views_of_the_comparison():
     assert [k for k, _ in compare] == ["runs", "experiments", "workflowType"]
     assert json.loads(compare[0][1]) == ["r1", "r2"] and json.loads(compare[1][1]) == ["7"]
     assert compare[2][1] == "machine_learning"
+
+
+def test_the_first_link_is_the_parent_run_page():
+    urls = comparison_urls("http://127.0.0.1:5000", "7", "abc123", ["r1"], "p9")
+    assert list(urls)[0] == "parent"
+    assert urls["parent"] == ("http://127.0.0.1:5000/#/experiments/7/runs/p9"
+                              "?workflowType=machine_learning")
+
+
+def test_the_saved_view_link_opens_the_comparison_by_variant():
+    urls = comparison_urls("http://127.0.0.1:5000", "7", "abc123", ["r1"], "p9abcdef012345")
+    query = dict(_query(urls["by variant"]))
+    assert query == {"viewStateShareKey": "comparison-p9abcdef0123", "compareRunsMode": "CHART",
+                     "workflowType": "machine_learning"}
