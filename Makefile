@@ -44,7 +44,7 @@ knobs: setup          ## issue 16's knobs on the quick data, 5 seeds, paired (pa
 	$(FASHION_MNIST) --raw runs/knobs/data/raw
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.knobs.yaml --dir runs/knobs
-	$(BIN)/python benchmarks/paired.py runs/knobs/results/metrics.json scratch:scratch_ra3 \
+	$(BIN)/python benchmarks/paired.py runs/knobs/results/cells.json scratch:scratch_ra3 \
 	  finetune:finetune_lld finetune:finetune_lld_bls1
 
 fmnist: setup         ## Fashion-MNIST from scratch, small-data recipe, ~30 min on a CPU (runs/fmnist)

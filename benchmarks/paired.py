@@ -4,9 +4,9 @@ The evaluate stage pairs every fine-tuned variant with every scratch variant (th
 gain). A knob measured as a variant of its own beside its recipe (``params.knobs.yaml``:
 ``scratch_ra3`` beside ``scratch``) is compared here the same way: per budget, the mean of
 ``b - a`` over the seeds both have, with its Student's t interval
-(:func:`pipeline.evaluation.stats.paired_difference`), from the cells in ``metrics.json``.
+(:func:`pipeline.evaluation.stats.paired_difference`), from the cells in ``cells.json``.
 
-    python benchmarks/paired.py runs/knobs/results/metrics.json scratch:scratch_ra3 \
+    python benchmarks/paired.py runs/knobs/results/cells.json scratch:scratch_ra3 \
         finetune:finetune_lld
 """
 
@@ -20,21 +20,21 @@ from pathlib import Path
 from pipeline.evaluation.stats import format_interval, paired_difference
 
 
-def cells_by(metrics: dict, variant: str) -> dict[str, dict[int, dict]]:
-    """``{budget: {seed: cell}}`` of one variant's cells in metrics.json."""
+def cells_by(cells: dict, variant: str) -> dict[str, dict[int, dict]]:
+    """``{budget: {seed: cell}}`` of one variant's cells in cells.json."""
     out: dict[str, dict[int, dict]] = {}
-    for cell in metrics["cells"].values():
+    for cell in cells.values():
         if cell["variant"] == variant:
             out.setdefault(str(cell["budget"]), {})[int(cell["seed"])] = cell
     if not out:
-        known = sorted({c["variant"] for c in metrics["cells"].values()})
-        raise SystemExit(f"no cells of variant {variant!r} in metrics.json (it has {known})")
+        known = sorted({c["variant"] for c in cells.values()})
+        raise SystemExit(f"no cells of variant {variant!r} in cells.json (it has {known})")
     return out
 
 
-def compare(metrics: dict, a: str, b: str, key: str = "top1") -> list[dict]:
+def compare(cells: dict, a: str, b: str, key: str = "top1") -> list[dict]:
     """Per budget both have: ``b - a`` on ``key`` (a cell's metric), paired by seed."""
-    ca, cb = cells_by(metrics, a), cells_by(metrics, b)
+    ca, cb = cells_by(cells, a), cells_by(cells, b)
     rows = []
     for budget in (x for x in ca if x in cb):
         seeds = sorted(set(ca[budget]) & set(cb[budget]))
@@ -49,10 +49,10 @@ def compare(metrics: dict, a: str, b: str, key: str = "top1") -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("metrics", type=Path, help="the evaluate stage's metrics.json")
+    ap.add_argument("cells", type=Path, help="the evaluate stage's cells.json")
     ap.add_argument("pairs", nargs="+", help="A:B, the effect of B over A (B - A)")
     args = ap.parse_args(argv)
-    metrics = json.loads(args.metrics.read_text())
+    cells = json.loads(args.cells.read_text())
     print("| A | B | budget | A top-1 | B top-1 | B - A (points, 95% CI) | excludes 0 |")
     print("|---|---|---|---|---|---|---|")
     for pair in args.pairs:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not a or not b:
             print(f"{pair!r}: expected A:B (two variant names)", file=sys.stderr)
             return 2
-        for r in compare(metrics, a, b):
+        for r in compare(cells, a, b):
             d = r["diff"]
             print(f"| {a} | {b} | {r['budget']} | {100 * r['a_mean']:.2f} | "
                   f"{100 * r['b_mean']:.2f} | {format_interval(d)} | "

@@ -10,13 +10,17 @@
     models/<variant>/<budget>/seed<k>/          one study cell (stages train_scratch, finetune):
         model.safetensors  run.json  history.json        what later stages read
         resume.json  last.ckpt  best.ckpt  unsent_metrics.jsonl   resuming only
-    results/metrics.json                        the study and every cell (stage evaluate)
+    results/metrics/<what>/<name>.json          the answer, in points (stage evaluate; DVC's
+                                                metrics: gain/<ft>-<scratch>, gain_shift/...,
+                                                top1/<variant>; one row each in dvc metrics show)
+    results/study.json                          the study in full (intervals, searches, TTA)
+    results/cells.json                          every cell's test figures
     results/report/                             the report
     results/confusion/<variant>.csv             actual, predicted per test image
 
 A *cell* is one training run: a variant at a label budget (labelled images per class, or
 ``all``) with one seed; :class:`CellKey` names it, ``<variant>/<budget>/seed<k>``, which is also
-its dir under ``models/``, its MLflow run name and its key in ``metrics.json``.
+its dir under ``models/``, its MLflow run name and its key in ``cells.json``.
 
     >>> key = CellKey("scratch_ti4", "100", 0)
     >>> cell_dir(key)
@@ -59,7 +63,9 @@ TRIALS_FILE = "trials.json"  # every trial: params, state, validation curve, com
 STUDY_FILE = "study.journal"  # Optuna's journal storage: a killed search resumes from it
 
 # the files of results/
-METRICS_FILE = "metrics.json"
+METRICS = "metrics"  # what `dvc metrics show` reads: a file per gain and variant, in points
+STUDY_JSON = "study.json"
+CELLS_FILE = "cells.json"
 REPORT = "report"
 CONFUSION = "confusion"
 
@@ -138,8 +144,16 @@ def pretraining_dir(name: str, models: Path = MODELS) -> Path:
     return pretrained_dir(name, models) / CHECKPOINTS
 
 
-def metrics_file(results: Path = RESULTS) -> Path:
-    return Path(results, METRICS_FILE)
+def metrics_dir(results: Path = RESULTS) -> Path:
+    return Path(results, METRICS)
+
+
+def study_file(results: Path = RESULTS) -> Path:
+    return Path(results, STUDY_JSON)
+
+
+def cells_file(results: Path = RESULTS) -> Path:
+    return Path(results, CELLS_FILE)
 
 
 def report_dir(results: Path = RESULTS) -> Path:

@@ -13,16 +13,21 @@ A thin CLI over library functions, each callable on its own:
    changed in the gain), and the searches' ``trials.json``
    (:mod:`pipeline.evaluation.search_summary`) join it: their protocol, choice, cost and
    expected best validation score after n trials;
-4. :func:`pipeline.report.build_report` renders the report (each variant's figures show one cell:
-   its largest budget, first seed), and the shown cells' confusion CSVs are written for DVC;
-5. :func:`pipeline.evaluation.metrics_file.write_metrics` writes ``metrics.json``;
+4. :func:`pipeline.report.build_report` renders the report: the headline sentence first, then
+   what it does not show (:mod:`pipeline.evaluation.caveats`, read off the data), the study, and
+   each variant's figures (one cell: its largest budget, first seed); the shown cells' confusion
+   CSVs are written for DVC;
+5. :mod:`pipeline.evaluation.metrics_file` gives ``metrics/`` (the answer in points, a file per
+   gain and variant: what ``dvc metrics`` reads), ``study.json`` and ``cells.json``; all of these outputs are written
+   into a staging dir and moved into place together (:func:`pipeline.atomic.publish`), so a
+   failed or killed run leaves the last good results where they were;
 6. :mod:`pipeline.tracking` logs the shown cells' models (registered as
    ``<evaluate.registered_model>-<variant>``) and the comparison: every cell's run under one
    parent, its test metrics, the study's aggregates and the report in the parent.
 
 It reads the test split (``--test``, the one stage that does) and the cells' dirs, nothing of
-the training data. Outputs (:mod:`pipeline.layout`): ``<out>/metrics.json``, ``<out>/report/``,
-``<out>/confusion/<variant>.csv``.
+the training data. Outputs (:mod:`pipeline.layout`): ``<out>/metrics/``, ``<out>/study.json``,
+``<out>/cells.json``, ``<out>/report/``, ``<out>/confusion/<variant>.csv``.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_json, atomic_write_text, publish, staging_dir
 from ..config import Params
 from ..data import load_split
 from ..errors import ParamsError
+from ..evaluation.caveats import caveats
 from ..evaluation.cell import (
     attention_images,
     attention_maps,
@@ -45,15 +51,26 @@ from ..evaluation.cell import (
     load_cell,
     shown_cells,
 )
-from ..evaluation.metrics_file import write_metrics
+from ..evaluation.metrics_file import answer, cells_document, write_answer
 from ..evaluation.search_summary import load_searches
 from ..evaluation.study import summarise
 from ..evaluation.tta import TTAViews, check_shift
-from ..layout import MODELS, RESULTS, TEST, cell_keys, confusion_file, metrics_file, report_dir
+from ..layout import (
+    MODELS,
+    RESULTS,
+    TEST,
+    cell_keys,
+    cells_file,
+    confusion_file,
+    metrics_dir,
+    report_dir,
+    study_file,
+)
 from ..models.device import autocast_dtype, inference_device
 from ..report import VariantResult, build_report, confusion_csv
+from ..report.tables import lead_markdown, study_sentence
 from ..tracking.comparison import log_comparison
-from ..tracking.serving import register_models
+from ..tracking.serving import model_name, register_models
 from ._cli import stage_main
 
 log = logging.getLogger("evaluate")
@@ -99,24 +116,40 @@ def run(params: Params, args: argparse.Namespace) -> dict:
     index = attention_images(labels)
     maps = attention_maps({v: cells[k] for v, k in shown.items()}, np.asarray(images[index]),
                           device=device, dtype=dtype)
-    build_report(report_dir(out),
+    # every output is written into a staging dir and then moved into place together: a failed
+    # or killed run leaves the last good results (DVC keeps them: persist)
+    staging = staging_dir(out)
+    found = caveats(params, study, results, {v: cells[k].history for v, k in shown.items()},
+                    models_dir)
+    build_report(report_dir(staging),
                  [VariantResult.of_cell(by_key[k], cells[k].history, maps[v])
                   for v, k in shown.items()],
                  labels=labels, images=np.asarray(images), classes=classes,
-                 dataset=manifest["dataset"], attention_index=index, study=study)
-    confusion = {k: atomic_write_text(confusion_file(v, out),
-                                      confusion_csv(labels, by_key[k].metrics.predictions, classes))
-                 for v, k in shown.items()}
-    metrics = write_metrics(metrics_file(out), study, results, classes, len(labels))
+                 dataset=manifest["dataset"], attention_index=index, study=study,
+                 caveats=found)
+    for v, k in shown.items():
+        atomic_write_text(confusion_file(v, staging),
+                          confusion_csv(labels, by_key[k].metrics.predictions, classes))
+    metrics = answer(study)
+    write_answer(metrics_dir(staging), metrics)
+    atomic_write_json(study_file(staging), study.to_dict())
+    atomic_write_json(cells_file(staging), cells_document(results, classes, len(labels)))
+    publish(staging, out)
+    confusion = {k: confusion_file(v, out) for v, k in shown.items()}
     model_ids: dict[str, str] = {}
     try:
-        register_models({v: (cells[k].trained, cells[k].run.run_id) for v, k in shown.items()},
+        register_models({v: (cells[k].trained, cells[k].run.run_id, model_name(k))
+                         for v, k in shown.items()},
                         prefix=params.evaluate.registered_model,
                         image_shape=tuple(manifest["image_shape"]), model_ids=model_ids)
     finally:  # the metrics, linked to the models logged so far
         log_comparison(params, results, study, test_dir=test_dir, models_dir=models_dir,
                        report_dir=report_dir(out), confusion=confusion,
-                       model_ids={shown[v]: i for v, i in model_ids.items()})
+                       model_ids={shown[v]: i for v, i in model_ids.items()},
+                       description="\n".join([*lead_markdown(study, found),
+                                              study_sentence(study), "",
+                                              "Tables and figures: the report (artifact "
+                                              "report/report.html)."]))
     print((report_dir(out) / "report.md").read_text())
     return metrics
 

@@ -86,8 +86,7 @@ def study(tmp_path_factory, digits_dir, digits_test_dir):
 
 
 def test_each_source_is_a_variant_compared_with_scratch(study):
-    metrics = json.loads((study.root / "results" / "metrics.json").read_text())
-    gains = metrics["study"]["gain"]
+    gains = json.loads((study.root / "results" / "study.json").read_text())["gain"]
     assert sorted(gains) == sorted(f"finetune_{n}-scratch" for n in SOURCES)
     for per_budget in gains.values():
         assert per_budget["all"]["seeds"] == [0]  # one seed: a bootstrap interval, said so

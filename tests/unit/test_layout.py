@@ -21,14 +21,16 @@ from pipeline.layout import (
     budget_dir,
     cell_dir,
     cell_keys,
+    cells_file,
     chosen_file,
     confusion_dir,
-    metrics_file,
+    metrics_dir,
     pretrained_dir,
     pretrained_file,
     pretraining_dir,
     report_dir,
     search_dir,
+    study_file,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,8 +109,14 @@ def test_evaluate_reads_the_test_split_and_models_and_writes_results(stages):
     assert (_arg(s["cmd"], "--test"), _arg(s["cmd"], "--models"), _arg(s["cmd"], "--out")) == (
         str(TEST), str(MODELS), str(RESULTS))
     assert {str(TEST), str(MODELS)} <= set(s["deps"]) and str(PREPARED) not in s["deps"]
-    assert set(_outs(s)) == {str(report_dir()), str(confusion_dir())}
-    assert _outs(s, "metrics") == [str(metrics_file())]
+    assert set(_outs(s)) == {str(report_dir()), str(confusion_dir()), str(study_file()),
+                             str(cells_file())}
+    assert _outs(s, "metrics") == [str(metrics_dir())]
+    # the last good results stay while evaluate runs (it replaces them at its end)
+    for kind in ("outs", "metrics"):
+        for out in s[kind]:
+            (spec,) = out.values()
+            assert spec == {"cache": False, "persist": True}, out
 
 
 def test_plots_read_results(stages):

@@ -13,7 +13,7 @@ from corrupt_helpers import trained_variant
 from pipeline.errors import RecordError
 from pipeline.evaluation.cell import CellResult, evaluate_cell, load_cell, shown_cells
 from pipeline.evaluation.metrics import classification_metrics
-from pipeline.evaluation.metrics_file import cell_record, metrics_document
+from pipeline.evaluation.metrics_file import answer, cell_record, cells_document
 from pipeline.evaluation.study import summarise
 from pipeline.evaluation.tta import TTAViews, tta_logits
 from pipeline.layout import CellKey, cell_dir, cell_keys
@@ -68,7 +68,7 @@ def test_each_variant_shows_its_largest_budget_first_seed():
     assert shown_cells(keys) == {"sc": CellKey("sc", "all", 3), "ft": CellKey("ft", "all", 3)}
 
 
-def test_metrics_json_entry_and_what_mlflow_gets(tmp_path, data):
+def test_cell_record_the_answer_and_what_mlflow_gets(tmp_path, data):
     images, labels = data
     results = []
     for i, key in enumerate(cell_keys(["scratch"], ["all"], [0, 1])):
@@ -83,13 +83,17 @@ def test_metrics_json_entry_and_what_mlflow_gets(tmp_path, data):
                          "test_images", "device"]
     assert (rec["seed"], rec["passes"], rec["steps"], rec["test_images"]) == (0, 2, 8, 40)
     study = summarise([x.study_cell(labels) for x in results])
-    doc = metrics_document(study, results, CLASSES, len(labels))
-    assert list(doc["cells"]) == ["scratch/all/seed0", "scratch/all/seed1"]
-    assert doc["study"]["top1"]["scratch"]["all"]["n"] == 2
+    assert list(cells_document(results, CLASSES, len(labels))) == ["scratch/all/seed0",
+                                                                   "scratch/all/seed1"]
+    assert study.to_dict()["top1"]["scratch"]["all"]["n"] == 2
+    # the DVC metrics: points, rounded, each with its interval
+    top1 = answer(study)["top1"]["scratch"]["all"]
+    assert top1["mean"] == round(100 * study.aggregates[0].top1.mean, 2)
+    assert set(top1) == {"mean", "low", "high"} and top1["low"] <= top1["mean"] <= top1["high"]
     assert set(cell_metrics(r)) == {"test/acc", "test/acc_top5", "test/loss", "test/ece",
                                     "test/images_per_s", "model/gflops"}
     assert cell_metrics(r)["test/acc"] == r.metrics.top1
     parent = study_metrics(study)
-    assert parent["top1_mean.scratch.all"] == pytest.approx(
-        np.mean([x.metrics.top1 for x in results]))
+    assert parent["top1_mean.scratch.all"] == pytest.approx(  # points, rounded to 0.01
+        100 * np.mean([x.metrics.top1 for x in results]), abs=0.005)
     assert {"top1_mean_low.scratch.all", "top1_mean_high.scratch.all"} <= set(parent)
