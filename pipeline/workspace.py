@@ -4,8 +4,15 @@ The real experiment runs in the project itself (``dvc repro`` over ``params.yaml
 quick run (``make quick``) and the end-to-end tests run the *same* ``dvc.yaml`` and code over another
 params file without touching the project's ``params.yaml``, ``dvc.lock`` or outputs: this copies
 ``dvc.yaml``, the ``pipeline`` package and the params file (as ``params.yaml``) into ``dest``, makes it
-a DVC repo (``dvc init --no-scm``) once, and runs ``dvc repro`` there. Re-running only refreshes
+a git repository and a DVC project once, and runs ``dvc repro`` there. Re-running only refreshes
 changed files, so a second run with nothing changed is a no-op, as ``dvc repro`` should be.
+
+The workspace is a git repository so that everything DVC does with experiments works there as in
+the project root: ``dvc exp run -S <key>=<value>``, ``dvc exp run --queue``, ``dvc exp show``,
+``dvc params diff``, ``dvc metrics diff``. After a ``dvc repro`` that succeeded, the workspace's
+state (params, ``dvc.lock``, the results; not the data or models, which DVC caches) is committed,
+so that the next edit is compared with it. A workspace made before, as a DVC project without git,
+is turned into one.
 
     python -m pipeline.workspace --params params.quick.yaml --dir runs/quick
 """
@@ -43,17 +50,72 @@ def _copy_if_changed(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+# what git leaves alone in a workspace: the data and models (DVC caches them; dvc.lock says which
+# ones a commit had) and the raw downloads; the results (cache: false) are committed
+GITIGNORE = "/data/\n/models/\n__pycache__/\n"
+DVC_GITIGNORE = "/config.local\n/tmp\n/cache\n"  # what `dvc init` writes into .dvc/.gitignore
+IDENTITY = {"user.name": "vit-pipeline workspace", "user.email": "workspace@localhost"}
+
+
+def _git(dest: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=dest, capture_output=True, text=True, check=False)
+
+
+def _dvc(dest: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "dvc", *args], cwd=dest, check=True)
+
+
+def _init_repos(dest: Path) -> None:
+    """``dest`` as a git repository (with a committer of its own where git has none) and a DVC
+    project in it; a DVC project made without git (``core.no_scm``) is switched over."""
+    if not (dest / ".git").exists():
+        _git(dest, "init", "-q", "-b", "main").check_returncode()
+    for key, value in IDENTITY.items():  # DVC's experiments commit: they need a committer
+        if not _git(dest, "config", key).stdout.strip():
+            _git(dest, "config", key, value).check_returncode()
+    ignore = dest / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(GITIGNORE)
+    if not (dest / ".dvc").is_dir():
+        _dvc(dest, "init", "-q")
+    elif "no_scm" in (dest / ".dvc" / "config").read_text():
+        _dvc(dest, "config", "--unset", "core.no_scm")
+    dvc_ignore = dest / ".dvc" / ".gitignore"  # a project made without git has none
+    if not dvc_ignore.exists():
+        dvc_ignore.write_text(DVC_GITIGNORE)
+
+
+def commit_workspace(dest: Path, message: str) -> bool:
+    """Commit everything git tracks in ``dest`` (params, ``dvc.lock``, code, the results);
+    False when nothing changed."""
+    _git(dest, "add", "-A").check_returncode()
+    if not _git(dest, "status", "--porcelain").stdout.strip():
+        return False
+    _git(dest, "commit", "-q", "-m", message).check_returncode()
+    return True
+
+
+def project_revision(project: Path = PROJECT) -> str:
+    """The project's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside git."""
+    rev = _git(project, "rev-parse", "--short", "HEAD")
+    if rev.returncode:
+        return "unknown"
+    dirty = _git(project, "status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return rev.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def make_workspace(dest: Path, params_file: Path, project: Path = PROJECT) -> Path:
-    """Create or refresh the workspace ``dest`` for ``params_file``; returns ``dest``."""
+    """Create or refresh the workspace ``dest`` for ``params_file``; returns ``dest``. A new
+    workspace gets a first commit, so that DVC's experiments work in it from the start."""
     load_params(params_file)  # a bad params file fails here, before anything is touched
     dest = Path(dest).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     _sync_tree(project / "pipeline", dest / "pipeline")
     _copy_if_changed(project / "dvc.yaml", dest / "dvc.yaml")
     _copy_if_changed(Path(params_file), dest / "params.yaml")
-    if not (dest / ".dvc").is_dir():
-        subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=dest,
-                       check=True)
+    _init_repos(dest)
+    if _git(dest, "rev-parse", "--verify", "-q", "HEAD").returncode:
+        commit_workspace(dest, f"{Path(params_file).name} at {project_revision(project)}")
     return dest
 
 
@@ -76,7 +138,10 @@ def main() -> None:
     parser.add_argument("--dir", required=True, type=Path, help="workspace directory")
     args = parser.parse_args()
     dest = make_workspace(args.dir, args.params)
-    sys.exit(repro(dest))
+    code = repro(dest)
+    if code == 0:
+        commit_workspace(dest, f"dvc repro: {args.params.name} at {project_revision()}")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,12 @@ stages a code edit re-runs.
 """
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -27,7 +30,7 @@ import yaml
 from safetensors.torch import save_file
 
 from pipeline.records import History
-from pipeline.workspace import make_workspace, stage_env
+from pipeline.workspace import commit_workspace, make_workspace, stage_env
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,12 +105,21 @@ def workspace(tmp_path_factory):
     (root / "params.tiny.yaml").write_text(yaml.safe_dump(p))
     ws = make_workspace(root / "ws", root / "params.tiny.yaml")
     first = _dvc(ws, "repro")
+    assert commit_workspace(ws, "the first run")  # what pipeline.workspace does after a repro
     second = _dvc(ws, "repro")
     finetune["train"]["optimizer"]["lr"] = 0.003
     finetune["model"]["drop_path"] = 0.1
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     status = _dvc(ws, "status")
-    third = _dvc(ws, "repro")
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=ws, check=True)
+    # the same edit as a DVC experiment: the workspace is a git repository
+    third = _dvc(ws, "exp", "run", "-S", "finetune.finetune.train.optimizer.lr=0.003",
+                 "-S", "finetune.finetune.model.drop_path=0.1")
+    # --all: the tiny models' accuracies need not move with the edit; every row is listed
+    diffs = {what: _dvc(ws, what, "diff", "--all") for what in ("metrics", "params")}
+    diffs["gains"] = _dvc(ws, "metrics", "diff", "--all", "--targets", "results/metrics/gain")
+    diffs["exp show"] = _dvc(ws, "exp", "show", "--no-pager", "--csv", "--drop", ".*",
+                             "--keep", "Experiment|rev|.*/gain/.*mean")  # as the docs show it
     p["base"]["seeds"] = [0, 1]  # one more seed: only its cells (and evaluate) run
     (ws / "params.yaml").write_text(yaml.safe_dump(p))
     fourth = _dvc(ws, "repro")
@@ -128,8 +140,44 @@ def workspace(tmp_path_factory):
     edited["data/test"] = _dvc(ws, "status")
     for path, data in test_files.items():
         path.write_bytes(data)
+    faults = _evaluate_faults(ws)
     return dict(ws=ws, db=root / "mlflow.db", first=first, second=second, status=status,
-                third=third, fourth=fourth, edited=edited)
+                third=third, fourth=fourth, edited=edited, diffs=diffs, faults=faults)
+
+
+def _results(ws: Path) -> dict[str, bytes]:
+    """What evaluate published, file by file (not a staging dir a killed run left)."""
+    results = ws / "results"
+    return {str(p.relative_to(results)): p.read_bytes() for p in sorted(results.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in
+                                       p.relative_to(results).parts)}
+
+
+def _evaluate_faults(ws: Path) -> dict:
+    """``dvc repro`` of evaluate with a truncated model file, and killed (SIGKILL, the whole
+    process group) while it writes its outputs: what is left of the results each time."""
+    good = _results(ws)
+    model = ws / "models" / "finetune" / "all" / "seed0" / "model.safetensors"
+    data = model.read_bytes()
+    model.write_bytes(data[:-100])
+    env = {**stage_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{ws.parent / 'mlflow.db'}"}
+    truncated = subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", "evaluate"], cwd=ws,
+                               env=env, capture_output=True, text=True, timeout=600)
+    after_truncated = _results(ws)
+    model.write_bytes(data)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "-s", "evaluate"],
+                            cwd=ws, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, staged = time.monotonic() + 300, False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any((ws / "results").glob(".new-*")):  # evaluate is writing its outputs
+            staged = True
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return dict(good=good, truncated=truncated, after_truncated=after_truncated, staged=staged,
+                after_kill=_results(ws))
 
 
 def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
@@ -145,9 +193,8 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
         for search, cell in zip(_searches(v), _cells(v + "-tuned")):
             assert ran.index(search) < ran.index(cell)
     ws = workspace["ws"]
-    metrics = json.loads((ws / "results" / "metrics.json").read_text())
-    # the metrics of the last evaluate (after the third seed was added)
-    cells = metrics["cells"]
+    # the figures of the last evaluate (after the second seed was added)
+    cells = json.loads((ws / "results" / "cells.json").read_text())
     assert sorted(cells) == sorted(f"{v}/{b}/seed{s}" for v in VARIANTS + TUNED
                                    for b in BUDGETS for s in (0, 1))
     for key, m in cells.items():
@@ -165,7 +212,7 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
                                              (1, 2) if small else (1, 8))
         history = History.read(ws / "models" / key).epochs
         assert [r.epoch for r in history] == list(range(m["epochs"]))
-    study = metrics["study"]
+    study = json.loads((ws / "results" / "study.json").read_text())
     assert study["seeds"] == [0, 1] and study["budgets"] == list(BUDGETS)
     for v in VARIANTS + TUNED:
         for b in BUDGETS:
@@ -192,6 +239,23 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
         assert shift["mean"] == pytest.approx(tuned["mean"] - gain["mean"])
         assert shift["method"] == "t" and shift["n"] == 2
     assert set(study["gain"]) == {"finetune-scratch", "finetune-tuned-scratch-tuned"}
+    # DVC's metrics: the same study in points, a file per gain and variant, no per-cell figures
+    answer = ws / "results" / "metrics"
+    assert sorted(str(p.relative_to(answer)) for p in answer.rglob("*.json")) == sorted(
+        [*(f"gain/{pair}.json" for pair in study["gain"]), "gain_shift/finetune-scratch.json",
+         *(f"top1/{v}.json" for v in VARIANTS + TUNED)])
+    for pair, per_budget in study["gain"].items():
+        got = json.loads((answer / "gain" / f"{pair}.json").read_text())
+        assert got == {b: {k: round(100 * iv[k], 2) for k in ("mean", "low", "high")}
+                       for b, iv in per_budget.items()}
+    assert json.loads((answer / "top1" / "scratch.json").read_text())["all"]["mean"] == round(
+        100 * study["top1"]["scratch"]["all"]["mean"], 2)
+    # dvc metrics show: a row per file, a column per budget and bound: it fits a terminal
+    shown = _dvc(ws, "metrics", "show").splitlines()
+    assert shown[0].split() == ["Path", *(f"{b}.{k}" for b in sorted(BUDGETS)
+                                         for k in ("high", "low", "mean"))]
+    assert len(shown) == 1 + 2 + 1 + 4 and max(map(len, shown)) < 160
+    assert shown[1].startswith("results/metrics/gain/")
     # the searches: their trials, their choice, and what the tuned cells trained
     for v in VARIANTS:
         for b in BUDGETS:
@@ -224,9 +288,13 @@ def test_first_repro_runs_every_cell_and_writes_the_study(workspace):
     html = (report / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 8
     assert (report / "curve.csv").read_text().count("\n") == 1 + 2 * len(VARIANTS) * len(BUDGETS)
-    # DVC draws what it can: the confusion matrices and the overlaid val accuracy curves
-    shown = _dvc(ws, "plots", "show", "--json")
-    assert "results/confusion/finetune.csv" in shown and "val accuracy per epoch" in shown
+    # DVC draws every plot dvc.yaml names: per variant the study, the val curve, the confusion
+    plots = json.loads(_dvc(ws, "plots", "show", "--json"))
+    assert not plots.get("errors"), plots.get("errors")
+    drawn = set(plots["data"])
+    for v in VARIANTS:
+        assert {f"results/report/study/{v}.csv", f"results/report/curves/{v}.csv",
+                f"results/confusion/{v}.csv"} <= drawn, drawn
 
 
 def _model_info(cell: Path) -> dict:
@@ -279,6 +347,17 @@ def test_every_cell_is_a_run_under_one_parent_with_metrics(workspace):
         assert (run.data.tags["variant"], run.data.tags["budget"], run.data.tags["seed"]) == (
             variant, budget, seed.removeprefix("seed"))
         assert run.data.params["model.variant"] == "Ti/16"
+    # a registered version per model that changed: the scratch cell shown (all/seed0) was never
+    # trained again, the finetune one was after the edit
+    versions = {v: sorted(int(m.version) for m in client.search_model_versions(
+        f"name = 'vit-cifar10-{v}'")) for v in VARIANTS}
+    assert versions == {"scratch": [1], "finetune": [1, 2]}
+    # the parents: the answer first on the run page, and their names start with what changed
+    assert latest.data.tags["mlflow.note.content"].startswith("**Pretraining ")
+    assert parents[0].info.run_name.startswith("digits: scratch vs finetune")
+    assert parents[1].info.run_name.startswith("finetune.finetune.model.drop_path 0.0→0.1; "
+                                               "finetune.finetune.train.optimizer.lr ")
+    assert parents[2].info.run_name.startswith("base.seeds [0]→[0, 1] | digits: ")
     assert "variant.freeze_epochs" in by_name["finetune/all/seed0"].data.params
     chosen = json.loads((workspace["ws"] / "models" / "finetune-tuned" / "choice" / "all"
                          / "chosen.json").read_text())
@@ -333,6 +412,50 @@ def test_finetune_edit_reruns_only_its_cells_and_evaluate(workspace):
     # its search runs again (the recipe it searches changed), and its tuned cells
     assert sorted(_ran(workspace["third"])) == sorted([*_cells("finetune"), *_searches("finetune"),
                                                        *_cells("finetune-tuned"), "evaluate"])
+
+
+def test_an_edit_as_a_dvc_experiment_diffs_against_the_last_run(workspace):
+    metrics = workspace["diffs"]["metrics"].splitlines()
+    assert metrics[0].split()[:4] == ["Path", "Metric", "HEAD", "workspace"], metrics
+    rows = [line.split() for line in metrics[1:]]
+    # a row per file, budget and bound (DVC orders the files as it likes; a bound the one-seed
+    # shift has none of is left out): nothing per cell
+    for pair in ("finetune-scratch", "finetune-tuned-scratch-tuned"):
+        assert sum(r[0] == f"results/metrics/gain/{pair}.json" for r in rows) == 3 * len(BUDGETS)
+    assert {r[0] for r in rows} == {
+        "results/metrics/gain/finetune-scratch.json",
+        "results/metrics/gain/finetune-tuned-scratch-tuned.json",
+        "results/metrics/gain_shift/finetune-scratch.json",
+        *(f"results/metrics/top1/{v}.json" for v in VARIANTS + TUNED)}, metrics
+    assert not any("cells" in line or "images_per_s" in line for line in metrics)
+    # the gains alone, as the docs show it: a row per pair, budget and bound
+    gains = [line.split() for line in workspace["diffs"]["gains"].splitlines()[1:]]
+    assert sorted({r[0] for r in gains}) == [
+        "results/metrics/gain/finetune-scratch.json",
+        "results/metrics/gain/finetune-tuned-scratch-tuned.json"]
+    assert {r[1] for r in gains} == {f"{b}.{k}" for b in BUDGETS for k in ("high", "low", "mean")}
+    params = workspace["diffs"]["params"]
+    assert "finetune.finetune.train.optimizer.lr" in params and "0.003" in params
+    assert "finetune.finetune.model.drop_path" in params
+    # the experiments side by side, the gains' columns alone: the workspace (the experiment's
+    # results, applied), the last commit, the experiment
+    header, *rows = workspace["diffs"]["exp show"].splitlines()
+    assert header.split(",") == ["Experiment", "rev", *(
+        f"results/metrics/gain/{pair}.json:{b}.mean"
+        for pair in ("finetune-scratch", "finetune-tuned-scratch-tuned") for b in BUDGETS)]
+    assert [r.split(",")[1] for r in rows[:2]] == ["workspace", "main"] and len(rows) == 3
+
+
+def test_the_last_good_results_survive_a_failed_or_killed_evaluate(workspace):
+    faults = workspace["faults"]
+    truncated = faults["truncated"]
+    assert truncated.returncode != 0
+    assert "models/finetune/all/seed0/model.safetensors" in truncated.stderr + truncated.stdout
+    assert faults["after_truncated"] == faults["good"]
+    assert faults["staged"], "evaluate was killed before it wrote anything"
+    assert faults["after_kill"] == faults["good"]
+    assert {"metrics/gain/finetune-scratch.json", "study.json", "cells.json",
+            "report/report.html"} <= set(faults["good"])
 
 
 def test_a_new_seed_trains_only_its_cells_and_evaluate(workspace):
