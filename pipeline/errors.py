@@ -30,7 +30,7 @@ class ResumeError(RuntimeError):
 
 
 class RecordError(ValueError):
-    """A file the pipeline wrote and reads back (``run.json``, ``history.json``, ``metrics.json``)
+    """A file the pipeline wrote and reads back (``run.json``, ``history.json``, ``cells.json``)
     is missing, truncated or corrupt; the message names the file and the stage that rewrites it."""
 
 

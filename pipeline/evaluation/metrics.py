@@ -5,7 +5,7 @@ returns a :class:`ClassificationMetrics`: top-1 and top-min(5, K) accuracy, the 
 cross-entropy, the expected calibration error, per-class accuracy, the confusion matrix, the
 reliability bins and the softmax probabilities. The report (:mod:`pipeline.report`) renders these
 numbers and computes none; the evaluate stage writes :meth:`ClassificationMetrics.summary` into
-``metrics.json``.
+``cells.json``.
 
 - Accuracies, the ECE and the confusion matrix come from torchmetrics' functional API
   (``multiclass_accuracy``, ``multiclass_calibration_error``, ``multiclass_confusion_matrix``),
@@ -70,7 +70,7 @@ class ClassificationMetrics:
 
     def summary(self, classes: Sequence[str]) -> dict:
         """``{"top1", "top5", "loss", "ece", "per_class_acc": {class: acc}}`` in plain Python
-        numbers (nan for a class with no test image), for ``metrics.json``."""
+        numbers (nan for a class with no test image), for ``cells.json``."""
         if len(classes) != self.num_classes:
             raise ValueError(f"{len(classes)} class names for {self.num_classes} classes")
         return {

@@ -1,4 +1,4 @@
-"""The searches, summarised for the report, ``metrics.json`` and the comparison's MLflow parent:
+"""The searches, summarised for the report, ``study.json`` and the comparison's MLflow parent:
 per (arm, variant, budget) the protocol (space, method, K, selection rule, validation images),
 the choice and its validation score, what the search cost (seconds, training FLOPs; what pruning
 saved), and the expected best validation top-1 after n trials, n = 1..K

@@ -8,7 +8,7 @@ pretraining gain with its interval (:mod:`pipeline.evaluation.stats`). Cells eva
 test-time augmentation as well (:mod:`pipeline.evaluation.tta`) give, per (variant, budget), the
 TTA top-1 with its interval by the same rule and the effect of TTA (TTA minus plain, paired seed
 by seed, as the gain): beside the plain figures, which stay as they are. The report draws it
-(:mod:`pipeline.report`); ``metrics.json``, the curve CSV and the MLflow parent run hold it.
+(:mod:`pipeline.report`); ``study.json``, ``results/metrics/``, the curve CSV and the MLflow parent run hold it.
 
     >>> study = summarise(cells)
     >>> [(g.finetune, g.budget, g.diff.mean, g.diff.excludes_zero) for g in study.gains]
@@ -115,7 +115,7 @@ class Study:
 
     def to_dict(self) -> dict:
         """``{"top1": {variant: {budget: interval}}, "gain": {"<ft>-<scratch>": {budget: ...}}}``,
-        plain numbers (what metrics.json and the MLflow parent hold); with TTA also
+        plain numbers (what study.json holds); with TTA also
         ``"tta_views"``, ``"tta_top1"`` and ``"tta_effect"`` (``{variant: {budget: interval}}``)."""
         top1: dict = {}
         for a in self.aggregates:

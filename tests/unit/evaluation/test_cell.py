@@ -1,6 +1,6 @@
 """The evaluate stage's library functions, each on its own: a cell's files read and checked
 (:func:`load_cell`), a cell evaluated into a :class:`CellResult` (:func:`evaluate_cell`), the
-cell each variant's figures show, a cell's ``metrics.json`` entry, and what MLflow gets of a cell
+cell each variant's figures show, a cell's ``cells.json`` entry, and what MLflow gets of a cell
 and of the study (``pipeline.tracking.comparison``)."""
 
 from __future__ import annotations

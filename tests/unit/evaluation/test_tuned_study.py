@@ -1,5 +1,5 @@
 """The tuned comparison beside the fixed one (pipeline/evaluation/study.py), the searches'
-summaries (pipeline/evaluation/search_summary.py) and how the report and metrics.json show them."""
+summaries (pipeline/evaluation/search_summary.py) and how the report and study.json show them."""
 
 from __future__ import annotations
 
