@@ -197,26 +197,24 @@ def test_an_optimizer_holds_only_its_own_fields():
     assert "scratch.scratch_ti4.train.optimizer" in msg and "'lion'" in msg
 
 
-def _readme_block_params(first_source: str, what: str):
-    """params.yaml with README.md's ```yaml block that starts ``pretrained: <first_source>:``
-    pasted in (its sections merged into params.yaml's), parsed."""
-    blocks = re.findall(rf"```yaml\n(pretrained:\n  {first_source}:.*?)```",
-                        (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 1, f"README.md: the {what} block (```yaml pretrained: {first_source}:)"
-    data = copy.deepcopy(_real())
-    for section, entries in yaml.safe_load(blocks[0]).items():
-        data[section].update(entries)
-    return parse_params(data, f"params.yaml + README's {what} block")
+def _overlay_params(name: str):
+    """params.yaml with ``overlays/<name>`` merged in by ``python -m pipeline.config.overlay``'s
+    code, parsed."""
+    from pipeline.config.overlay import merge
+
+    text = merge((ROOT / "params.yaml").read_text(), (ROOT / "overlays" / name).read_text(),
+                 source=f"overlays/{name}")
+    return parse_params(yaml.safe_load(text), f"params.yaml + overlays/{name}")
 
 
-def test_the_readme_vit_l16_block_is_valid_params():
-    """README.md's ViT-L/16 block, pasted into params.yaml, is a valid study with one more
-    fine-tune variant: ViT-L/16 at 224 from its own weights source."""
+def test_the_vit_l16_overlay_is_valid_params():
+    """overlays/vit_l16.yaml, merged into params.yaml, is a valid study with one more fine-tune
+    variant: ViT-L/16 at 224 from its own weights source."""
     import torch
 
     from pipeline.models import VisionTransformer
 
-    params = _readme_block_params("l16_in21k", "ViT-L/16")
+    params = _overlay_params("vit_l16.yaml")
     l16 = params.finetune["finetune_l16"]
     assert params.pretrained[l16.pretrained].hub_id.startswith("timm/vit_large_patch16_224.")
     cfg = l16.model.vit_config(num_classes=10)
@@ -225,8 +223,8 @@ def test_the_readme_vit_l16_block_is_valid_params():
         assert sum(p.numel() for p in VisionTransformer(cfg).parameters()) == 303_311_882
 
 
-def test_the_readme_which_pretraining_block_fits_its_hub_models():
-    """README.md's "Which pretraining?" block, pasted into params.yaml, is valid params, and each
+def test_the_which_pretraining_overlay_fits_its_hub_models():
+    """overlays/which_pretraining.yaml, merged into params.yaml, is valid params, and each
     of its fine-tune variants fits the architecture of its hub id: timm's model of that name,
     full size on the meta device, goes through our loader (its position embeddings resampled to
     the variant's 224 px) without a complaint."""
@@ -235,7 +233,7 @@ def test_the_readme_which_pretraining_block_fits_its_hub_models():
 
     from pipeline.models.mapping import timm_to_ours
 
-    params = _readme_block_params("b16_clip", "Which pretraining?")
+    params = _overlay_params("which_pretraining.yaml")
     for variant in ("finetune_b16_clip", "finetune_b14_dinov2"):
         ft = params.finetune[variant]
         hub_id = params.pretrained[ft.pretrained].hub_id
