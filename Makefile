@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup lock repro quick study knobs fmnist test ui clean-quick
+.PHONY: setup lock repro quick study knobs fmnist test docs ui clean-quick
 
 LOCK := requirements.lock
 # Fashion-MNIST on a bare machine: found, else the Debian package (root or sudo), else downloaded
@@ -56,6 +56,10 @@ test: setup           ## the test suite (what CI runs), on every core; the real-
 	$(FASHION_MNIST) --no-download --optional
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
+docs: setup          ## the documentation site from docs/ into docs/_build/html (warnings are errors)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
+
 ui:                   ## the MLflow UI over ./mlflow.db; prints the newest comparison's links first
 	$(BIN)/python -m pipeline.tracking.ui --uri sqlite:///mlflow.db --ui http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
@@ -65,7 +69,7 @@ GPU_OUT ?= gpu-out
 gpu-fetch: setup      ## what the GPU check carries into .gpu/ (pinned wheels, Fashion-MNIST); says the size
 	PYTHON=$(BIN)/python bash benchmarks/gpu_fetch.sh
 
-gpu-check:            ## on the GPU machine: every GPU figure into $(GPU_OUT)/ in <= 8 min (README "GPU check")
+gpu-check:            ## on the GPU machine: every GPU figure into $(GPU_OUT)/ in <= 8 min (docs: "Benchmarks and the GPU check")
 	bash benchmarks/gpu_check.sh $(GPU_OUT)
 
 gpu-rehearsal: setup  ## the GPU check in tiny mode on this CPU, in a Python 3.12 venv like the GPU image's

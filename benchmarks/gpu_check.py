@@ -5,7 +5,7 @@ script runs under its own timeout, and each merges what it has measured into ``D
 as it goes (read, update, atomic replace; one step at a time), so a step that is killed leaves
 the earlier steps' figures and its own partial ones. ``mark`` records how a step ended (done,
 failed with its exit code, timed out, skipped), ``summary`` writes ``DIR/summary.md`` (the table
-for the README). ``GPU_CHECK_TINY=1`` runs every step with small sizes on the CPU (the rehearsal).
+for the docs). ``GPU_CHECK_TINY=1`` runs every step with small sizes on the CPU (the rehearsal).
 
 Steps: ``env`` (versions, nvidia-smi, flash attention, a bf16 matmul), ``bench`` (one
 benchmarks/train_step.py configuration), ``data`` (the scratch recipe's loader against the model),

@@ -2,7 +2,7 @@
 # Every GPU figure of the project in one command, for a short stay on a bare H200:
 #   benchmarks/gpu_check.sh OUTDIR
 # writes OUTDIR/gpu_check.json (every figure, updated atomically after each measurement),
-# OUTDIR/gpu_check.log (everything printed) and OUTDIR/summary.md (the table for the README).
+# OUTDIR/gpu_check.log (everything printed) and OUTDIR/summary.md (the table for the docs).
 # Needs .gpu/ from benchmarks/gpu_fetch.sh (the wheels the image lacks, Fashion-MNIST), carried.
 # Each step runs under its own timeout, cut to what is left of GPU_CHECK_DEADLINE (seconds,
 # default 465); a step that fails or times out is marked so, and the next one runs.
@@ -26,7 +26,7 @@ TEE=$!
 START=$(date +%s)
 echo "gpu_check: $(date -Is) out=$OUT work=$GPU_CHECK_WORK tiny=$TINY deadline=${DEADLINE}s python=$PY"
 
-# The carried wheels, first on the path (the device README's install line).
+# The offline wheels, first on the path.
 SITE=$GPU_CHECK_WORK/site
 if ls "$GPU_CHECK_CARRY"/wheels/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -43,7 +43,7 @@ class ModelParams(Strict):
     layer_norm_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-6  # CLIP: 1e-5
     # the input normalisation the weights were trained with, per RGB channel (applied on the
     # device after scaling to [0, 1]): timm's augreg ViTs 0.5 / 0.5; CLIP, DINOv2 and DeiT their
-    # own (README, "Which pretraining?"); recorded in every trained model file
+    # own (docs/real-experiment.md, "Which pretraining?"); recorded in every trained model file
     mean: tuple[Unit, Unit, Unit] = (0.5, 0.5, 0.5)
     std: tuple[PosFloat, PosFloat, PosFloat] = (0.5, 0.5, 0.5)
 

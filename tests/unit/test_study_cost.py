@@ -1,4 +1,4 @@
-"""benchmarks/study_cost.py, the estimate behind the README's cost of the real study: the tuned
+"""benchmarks/study_cost.py, the estimate behind the docs' cost of the real study: the tuned
 cells cost what their variant's cost, and a search K trials of its trial recipe, once."""
 
 import importlib

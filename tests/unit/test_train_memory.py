@@ -1,4 +1,4 @@
-"""benchmarks/train_memory.py, the counter behind the README's memory table for B/16, L/16 and
+"""benchmarks/train_memory.py, the counter behind the docs' memory table for B/16, L/16 and
 H/14: what it counts must be exact on a model small enough to check by hand."""
 
 import importlib

@@ -25,7 +25,7 @@ TOL = 1e-4
 SMALL = dict(embed_dim=64, num_heads=4, depth=2)  # timm's constructors take size overrides
 CLASSES = 10
 
-# family: (timm model, our config fields); the README's "Which ViT families load" table
+# family: (timm model, our config fields); the docs' "Which ViT families load" table
 FAMILIES = {
     "augreg": ("vit_base_patch16_224", {}),
     "deit": ("deit_base_patch16_224", {}),
