@@ -66,13 +66,13 @@ ui:                   ## the MLflow UI over ./mlflow.db; prints the newest compa
 
 .PHONY: gpu-fetch gpu-check gpu-rehearsal
 GPU_OUT ?= gpu-out
-gpu-fetch: setup      ## what the GPU check carries into .gpu/ (pinned wheels, Fashion-MNIST); says the size
+gpu-fetch: setup      ## the GPU check's offline mode: pinned wheels and Fashion-MNIST into .gpu/; says the size
 	PYTHON=$(BIN)/python bash benchmarks/gpu_fetch.sh
 
-gpu-check:            ## on the GPU machine: every GPU figure into $(GPU_OUT)/ in <= 8 min (docs: "Benchmarks and the GPU check")
+gpu-check:            ## on a CUDA machine: every GPU figure into $(GPU_OUT)/ in <= 8 min (docs: "Benchmarks and the GPU check")
 	bash benchmarks/gpu_check.sh $(GPU_OUT)
 
-gpu-rehearsal: setup  ## the GPU check in tiny mode on this CPU, in a Python 3.12 venv like the GPU image's
+gpu-rehearsal: setup  ## the GPU check's offline mode, tiny, on the CPU, in a Python 3.12 venv
 	bash benchmarks/gpu_rehearsal.sh
 
 clean-quick:

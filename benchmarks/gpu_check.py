@@ -37,7 +37,8 @@ H200_SPEC_BF16 = 989e12  # H100/H200 SXM dense bf16, the datasheet
 H200_MEASURED_BF16 = 790e12  # 8192^3 bf16 matmul through PyTorch on an H200
 TINY = os.environ.get("GPU_CHECK_TINY") == "1"
 WORK = Path(os.environ.get("GPU_CHECK_WORK") or "/tmp/gpu_check_work")
-CARRY = Path(os.environ.get("GPU_CHECK_CARRY") or ROOT / ".gpu")
+# the offline mode: wheels and data fetched beforehand by benchmarks/gpu_fetch.sh
+OFFLINE = Path(os.environ.get("GPU_CHECK_OFFLINE") or ROOT / ".gpu")
 
 
 # --------------------------------------------------------------------------- the JSON
@@ -445,9 +446,10 @@ def step_fmnist(out: Path, args) -> None:
     from pipeline.records import History
 
     t_start = time.perf_counter()
-    raw_dir = CARRY / "fmnist"
-    sources.SYSTEM_DIRS = {}  # only the carried files count; the loader checks each md5
-    raw = sources.load_raw("fashion_mnist", raw_dir, download=False)
+    raw_dir = OFFLINE / "fmnist"
+    sources.SYSTEM_DIRS = {}  # only these files count; the loader checks each md5
+    # downloaded (md5-checked) where the offline files are missing and the network answers
+    raw = sources.load_raw("fashion_mnist", raw_dir, download=True)
     update(out, "fmnist", files=str(raw_dir / "fashion_mnist"), md5=raw.sources)
     params = load_params(ROOT / "params.fmnist.yaml")
     vp = params.scratch["fmnist_vit"]

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Every GPU figure of the project in one command, for a short stay on a bare H200:
+# Every GPU figure of the project in one command, on your CUDA machine (the MFU figures are
+# against an H100/H200's bf16 peak):
 #   benchmarks/gpu_check.sh OUTDIR
 # writes OUTDIR/gpu_check.json (every figure, updated atomically after each measurement),
 # OUTDIR/gpu_check.log (everything printed) and OUTDIR/summary.md (the table for the docs).
-# Needs .gpu/ from benchmarks/gpu_fetch.sh (the wheels the image lacks, Fashion-MNIST), carried.
+# With the project's requirements installed it needs nothing else (Fashion-MNIST is downloaded).
+# Offline mode, for a GPU machine without network: benchmarks/gpu_fetch.sh, run where PyPI
+# answers, puts the wheels such a machine lacks and Fashion-MNIST into .gpu/; copy it beside the
+# project there (GPU_CHECK_OFFLINE names another dir).
 # Each step runs under its own timeout, cut to what is left of GPU_CHECK_DEADLINE (seconds,
 # default 465); a step that fails or times out is marked so, and the next one runs.
 # GPU_CHECK_TINY=1: every step with small sizes on the CPU (benchmarks/gpu_rehearsal.sh).
-# GPU_CHECK_PYTHON: the interpreter (default python3, the image's).
+# GPU_CHECK_PYTHON: the interpreter (default python3).
 set -u
 OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
@@ -17,7 +21,7 @@ PY=${GPU_CHECK_PYTHON:-python3}
 TINY=${GPU_CHECK_TINY:-0}
 if [ "$TINY" = 1 ]; then DEF_DEADLINE=1500; else DEF_DEADLINE=465; fi
 DEADLINE=${GPU_CHECK_DEADLINE:-$DEF_DEADLINE}
-export GPU_CHECK_CARRY=${GPU_CHECK_CARRY:-$ROOT/.gpu}
+export GPU_CHECK_OFFLINE=${GPU_CHECK_OFFLINE:-$ROOT/.gpu}
 export GPU_CHECK_WORK=${GPU_CHECK_WORK:-$(mktemp -d /tmp/gpu_check.XXXXXX)}
 export GPU_CHECK_TINY=$TINY PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1
 export MLFLOW_TRACKING_URI=sqlite:///$GPU_CHECK_WORK/mlflow.db
@@ -28,17 +32,17 @@ echo "gpu_check: $(date -Is) out=$OUT work=$GPU_CHECK_WORK tiny=$TINY deadline=$
 
 # The offline wheels, first on the path.
 SITE=$GPU_CHECK_WORK/site
-if ls "$GPU_CHECK_CARRY"/wheels/*.whl >/dev/null 2>&1; then
+if ls "$GPU_CHECK_OFFLINE"/wheels/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "$GPU_CHECK_CARRY"/wheels/*.whl \
+    --target "$SITE" "$GPU_CHECK_OFFLINE"/wheels/*.whl \
     || echo "gpu_check: installing the wheels failed; the steps that import them will fail"
 else
-  echo "gpu_check: no wheels in $GPU_CHECK_CARRY/wheels (run benchmarks/gpu_fetch.sh and carry .gpu)"
+  echo "gpu_check: no offline wheels in $GPU_CHECK_OFFLINE/wheels: the installed packages are used"
 fi
 export PYTHONPATH=$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}
 CHECK=(timeout -k 5 60 "$PY" benchmarks/gpu_check.py)   # bookkeeping: never hangs the run
 "${CHECK[@]}" mark --out "$OUT" --key install --rc 0 --seconds $(( $(date +%s) - START )) \
-  --note "$(ls "$GPU_CHECK_CARRY"/wheels/*.whl 2>/dev/null | wc -l) wheels into $SITE"
+  --note "$(ls "$GPU_CHECK_OFFLINE"/wheels/*.whl 2>/dev/null | wc -l) wheels into $SITE"
 
 if [ "$TINY" != 1 ] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
   echo "gpu_check: torch sees no CUDA GPU here; GPU_CHECK_TINY=1 runs the CPU rehearsal instead"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# What the GPU check carries, fetched here (where PyPI answers) into .gpu/, a folder git ignores
+# The GPU check's offline mode, for a GPU machine without network: what it needs there, fetched
+# here (where PyPI answers) into .gpu/, a folder git ignores
 # (its own .gitignore says '*'):
 #   .gpu/wheels/   exactly the wheels of benchmarks/gpu_wheels.lock, for CPython 3.12 manylinux
 #                  x86_64 (pip download --no-deps; a wheel not in the lock is removed)
 #   .gpu/fmnist/fashion_mnist/   the four Fashion-MNIST .gz files, found or fetched by the
 #                  project's own tools/ensure_data.py and md5-checked by its loader
-# Then prints what a device-tool call would carry: the working tree plus .gpu, against 64 MiB.
+# Then prints the size of what goes to the GPU machine: the working tree plus .gpu.
 #   usage: benchmarks/gpu_fetch.sh            (PYTHON=... to choose the interpreter that runs pip)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,15 +72,11 @@ print(f"Fashion-MNIST in {raw}/fashion_mnist: {len(ds.train_images)} train, "
       f"{len(ds.test_images)} test images, md5 ok")
 EOF
 
-# What a device-tool call carries: tracked + untracked-not-ignored files, plus .gpu
+# What goes to the GPU machine: tracked + untracked-not-ignored files, plus .gpu
 tree=$(git ls-files -z -co --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null \
        | awk '{s+=$1} END {print s+0}')
 wheels=$(du -sb "$DEST/wheels" | cut -f1)
 data=$(du -sb "$DEST/fmnist" | cut -f1)
 total=$((tree + wheels + data))
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b/1048576}'; }
-echo "carried: working tree $(mib "$tree") + wheels $(mib "$wheels") (${#PINS[@]}) + Fashion-MNIST $(mib "$data") = $(mib "$total") of 64 MiB"
-if ((total > 64 * 1048576)); then
-  echo "gpu_fetch: over 64 MiB, the most that goes to the GPU machine" >&2
-  exit 1
-fi
+echo "to copy: working tree $(mib "$tree") + wheels $(mib "$wheels") (${#PINS[@]}) + Fashion-MNIST $(mib "$data") = $(mib "$total")"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check rehearsed on a CPU, as the H200 would run it:
+# The GPU check rehearsed on a CPU, in its offline mode, as a GPU machine without network runs it:
 #   benchmarks/gpu_rehearsal.sh [OUTDIR]        (default /tmp/gpu_rehearsal)
 # 1. a CPython 3.12 venv holding exactly benchmarks/gpu_image.txt (the image's packages the check
 #    relies on; torch 2.11 as there), made once in $GPU_REHEARSAL_VENV (default /tmp/gpu312) and
 #    remade when that file changes; the project itself is not installed in it;
-# 2. benchmarks/gpu_fetch.sh: the pinned wheels and Fashion-MNIST in .gpu/, the carried size;
+# 2. benchmarks/gpu_fetch.sh: the pinned wheels and Fashion-MNIST in .gpu/, and their size;
 # 3. benchmarks/gpu_check.sh in tiny mode (GPU_CHECK_TINY=1: small sizes, CPU) with that venv's
 #    python and the wheels installed as on the GPU machine (pip --target, PYTHONPATH);
 # 4. fails unless every step ended ok and wrote its figures.

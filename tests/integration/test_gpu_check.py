@@ -42,8 +42,8 @@ def test_the_wheel_lock_pins_distinct_packages_the_image_lacks():
     assert len(set(names)) == len(names), "one version of each: two stop the whole install"
     assert {"pydantic", "albumentations", "mlflow-skinny", "sqlalchemy", "alembic"} <= set(names)
     image = {_norm(re.split(r"[=<>]", n)[0]) for n in _names(BENCH / "gpu_image.txt")}
-    assert not set(names) & image, "carried and in the image: two versions on the path"
-    # the project's lock and the carried wheels agree on every version they share
+    assert not set(names) & image, "an offline wheel and in the image: two versions on the path"
+    # the project's lock and the offline wheels agree on every version they share
     locked = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+)", (ROOT / "requirements.lock").read_text(),
                              re.M))
     locked = {_norm(k): v for k, v in locked.items()}
