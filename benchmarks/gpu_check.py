@@ -618,6 +618,15 @@ def step_summary(out: Path, args) -> None:
         raise SystemExit(f"gpu_check: not ok: {', '.join(bad)}")
 
 
+# the tests that skip without CUDA (tests/integration/test_gpu_check.py: each one exists)
+CUDA_TESTS = (
+    "tests/integration/training/test_precision.py::test_bf16_is_the_gpu_default",
+    "tests/integration/training/test_precision.py::"
+    "test_fp16_loss_scaler_state_survives_a_resume[cuda]",
+    "tests/integration/test_predict.py::test_gpu_runs_under_autocast_and_agrees_with_the_cpu",
+)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("step", choices=["env", "bench", "data", "tests", "fits", "fsdp", "fmnist",
@@ -630,10 +639,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bench-key", default="bench_ti4")
     ap.add_argument("--budget", type=float, default=240.0)
     ap.add_argument("--max-epochs", type=int, default=200)
-    ap.add_argument("--tests", nargs="*", default=[  # the tests that skip without CUDA
-        "tests/training/test_precision.py::test_bf16_is_the_gpu_default",
-        "tests/training/test_precision.py::test_fp16_loss_scaler_state_survives_a_resume[cuda]",
-        "tests/test_predict.py::test_gpu_runs_under_autocast_and_agrees_with_the_cpu"])
+    ap.add_argument("--tests", nargs="*", default=list(CUDA_TESTS))
     ap.add_argument("--rc", type=int, default=0)
     ap.add_argument("--seconds", type=float)
     ap.add_argument("--timeout", type=float)

@@ -53,6 +53,8 @@ done
 # Fashion-MNIST: found (/usr/share/datasets/fashion-mnist, or already here), else the Debian
 # package, else downloaded md5-checked (tools/ensure_data.py); then copied into .gpu/fmnist,
 # where gpu_check.py reads it with the loader's md5 checks and no system fallback.
+# (the project's code from this checkout: the interpreter need not have it installed)
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" tools/ensure_data.py fashion_mnist --raw "$DEST/fmnist"
 "$PY" - "$DEST/fmnist" <<'EOF'
 import shutil, sys

@@ -52,6 +52,14 @@ def test_the_wheel_lock_pins_distinct_packages_the_image_lacks():
         assert locked.get(_norm(name), version) == version, p
 
 
+def test_the_cuda_tests_it_runs_exist(gpu_check):
+    """The tests step names the tests that skip without CUDA by path: each path and test is
+    there (a move of the test files broke it once)."""
+    for test_id in gpu_check.CUDA_TESTS:
+        path, name = test_id.split("::")
+        assert f"def {name.split('[')[0]}(" in (ROOT / path).read_text(), test_id
+
+
 @pytest.mark.parametrize("script", ["gpu_check.sh", "gpu_fetch.sh", "gpu_rehearsal.sh"])
 def test_the_scripts_parse(script):
     subprocess.run(["bash", "-n", str(BENCH / script)], check=True)
