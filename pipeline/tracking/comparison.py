@@ -22,7 +22,7 @@ from ..errors import RecordError, TrackingError
 from ..layout import CellKey, pretraining_dir
 from ..records import RunRecord
 from .datasets import split_datasets
-from .names import KIND, KIND_TAG
+from .names import KIND, KIND_TAG, flatten
 from .uri import client, git_commit, tracking_uri
 
 if TYPE_CHECKING:
@@ -58,19 +58,10 @@ class Group:
     params: Mapping[str, object]
 
 
-def _flatten(data, prefix: str = "") -> dict[str, object]:
-    if isinstance(data, dict):
-        out: dict[str, object] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def comparison_group(params: Params) -> Group:
     """The :class:`Group` of a :class:`pipeline.config.Params`."""
     return Group(key=params.group_key(), variants=tuple(params.trained_variants),
-                 dataset=params.base.dataset, params=_flatten(params.group_params()))
+                 dataset=params.base.dataset, params=flatten(params.group_params()))
 
 
 def _short(value: object) -> str:

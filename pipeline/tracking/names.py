@@ -5,6 +5,7 @@ or downloads models, so that the training stages depend on these names alone."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .uri import git_commit
 
@@ -12,6 +13,19 @@ from .uri import git_commit
 # its GenAI overview; the value is the UI's ExperimentKind.CUSTOM_MODEL_DEVELOPMENT
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 MODEL_ARTIFACT = "trained/model.safetensors"  # a training run's model file, in its artifacts
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the dotted keys of MLflow params (a training run's) and of
+    a comparison's params."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
 
 
 def run_tags(stage: str, variant: str) -> dict[str, str]:

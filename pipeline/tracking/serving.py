@@ -30,7 +30,7 @@ from ..errors import TrackingError
 from ..models.classifier import ImageClassifier
 from ..models.model_file import TrainedModel
 from .serving_pyfunc import records
-from .uri import tracking_uri
+from .uri import client, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,8 @@ def log_serving_model(
         probs = serving(torch.from_numpy(example)).numpy()
     k = min(TOP_K, len(classes))
     signature = mlflow.models.infer_signature(example, records(probs, list(classes), k))
-    client = mlflow.MlflowClient(tracking_uri())
-    before = client.get_run(run_id).info
+    store = client()
+    before = store.get_run(run_id).info
     try:
         with tempfile.TemporaryDirectory() as tmp, _fluent_uris(tracking_uri()), \
                 mlflow.start_run(run_id=run_id):
@@ -114,7 +114,7 @@ def log_serving_model(
                         signature=signature, registered_name=registered_name)
     finally:  # the training run keeps its status and its end: its duration is its training's
         if before.end_time:
-            client.set_terminated(run_id, before.status, end_time=before.end_time)
+            store.set_terminated(run_id, before.status, end_time=before.end_time)
 
 
 def _log(mlflow, graph: Path, *, name: str, classes: list[str], k: int, example: np.ndarray,
@@ -142,12 +142,12 @@ def model_name(key: object) -> str:
     return str(key).replace("/", "-")
 
 
-def _logged(client, run_id: str, name: str):
+def _logged(store, run_id: str, name: str):
     """The finished logged model ``name`` of run ``run_id``, or None."""
     from mlflow.entities import LoggedModelStatus
 
-    experiment = client.get_run(run_id).info.experiment_id
-    found = client.search_logged_models(
+    experiment = store.get_run(run_id).info.experiment_id
+    found = store.search_logged_models(
         experiment_ids=[experiment],
         filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
     ready = [m for m in found if m.status == LoggedModelStatus.READY]
@@ -166,11 +166,11 @@ def register_models(models: Mapping[str, tuple[TrainedModel, str | None, str]], 
     ``dvc repro`` does it again."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri())
+    store = client()
     for variant, (trained, run_id, name) in models.items():
         registered = f"{prefix}-{variant}" if prefix else None
         try:
-            existing = _logged(client, run_id, name) if run_id else None
+            existing = _logged(store, run_id, name) if run_id else None
             if existing is None:
                 info = log_serving_model(trained.classifier, run_id=run_id,
                                          classes=trained.classes, name=name,
@@ -182,14 +182,14 @@ def register_models(models: Mapping[str, tuple[TrainedModel, str | None, str]], 
                          if registered else "")
                 continue
             model_ids[variant] = existing.model_id
-            versions = client.search_model_versions(
-                f"name = '{registered}' AND run_id = '{run_id}'") if registered else [True]
-            if not versions:
+            register = bool(registered) and not store.search_model_versions(
+                f"name = '{registered}' AND run_id = '{run_id}'")
+            if register:
                 with _fluent_uris(tracking_uri()):
                     mlflow.register_model(existing.model_uri, registered)
             log.info("%s: MLflow model %s of run %s unchanged (the cell was not trained again); "
                      "kept%s", variant, existing.model_uri, run_id,
-                     "" if versions else f", registered as {registered!r}")
+                     f", registered as {registered!r}" if register else "")
         except Exception as e:
             raise TrackingError(f"could not log the {variant!r} model to MLflow "
                                 f"({tracking_uri()}){f' as {registered!r}' if registered else ''}"

@@ -41,7 +41,8 @@ from ..models.device import resolve_accelerator, resolve_precision
 from ..models.model_file import save_model_file
 from ..models.vit import VisionTransformer
 from ..records import RunRecord
-from ..tracking.logger import RunLogger, flatten, log_model_file, make_logger
+from ..tracking.logger import RunLogger, log_model_file, make_logger
+from ..tracking.names import flatten
 from ..tracking.runs import run_exists
 from ..tracking.uri import check_tracking, tracking_uri
 from .checkpoint_io import read_weights
