@@ -2,14 +2,14 @@
 the wheel lock, the scripts' syntax, the JSON it keeps, its summary, and one step's tiny mode on
 the CPU. The whole rehearsal is benchmarks/gpu_rehearsal.sh (a few minutes, not in the suite)."""
 
-import importlib
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from bench_helpers import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
@@ -28,11 +28,8 @@ def _norm(name: str) -> str:
 def gpu_check(monkeypatch, tmp_path):
     monkeypatch.setenv("GPU_CHECK_TINY", "1")
     monkeypatch.setenv("GPU_CHECK_WORK", str(tmp_path / "work"))
-    monkeypatch.syspath_prepend(str(BENCH))
-    sys.modules.pop("gpu_check", None)
-    mod = importlib.import_module("gpu_check")
-    yield mod
-    sys.modules.pop("gpu_check", None)
+    with benchmark_module("gpu_check", monkeypatch) as module:
+        yield module
 
 
 def test_the_wheel_lock_pins_distinct_packages_the_image_lacks():

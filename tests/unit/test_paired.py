@@ -1,22 +1,19 @@
 """benchmarks/paired.py: one knob's paired effect, read from the evaluate stage's cells.json."""
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from bench_helpers import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def paired():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(ROOT / "benchmarks"))
-        sys.modules.pop("paired", None)
-        yield importlib.import_module("paired")
-        sys.modules.pop("paired", None)
+    with benchmark_module("paired") as module:
+        yield module
 
 
 def _cells() -> dict:

@@ -1,12 +1,11 @@
 """benchmarks/study_cost.py, the estimate behind the docs' cost of the real study: the tuned
 cells cost what their variant's cost, and a search K trials of its trial recipe, once."""
 
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench_helpers import benchmark_module
 from pipeline.config import load_params, trial_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,11 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def sc():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(ROOT / "benchmarks"))
-        sys.modules.pop("study_cost", None)
-        yield importlib.import_module("study_cost")
-        sys.modules.pop("study_cost", None)
+    with benchmark_module("study_cost") as module:
+        yield module
 
 
 def test_the_searches_and_the_tuned_cells_are_counted(sc):

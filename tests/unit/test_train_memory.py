@@ -1,13 +1,12 @@
 """benchmarks/train_memory.py, the counter behind the docs' memory table for B/16, L/16 and
 H/14: what it counts must be exact on a model small enough to check by hand."""
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from bench_helpers import benchmark_module
 from pipeline.models.variants import variant_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,11 +17,8 @@ TINY = variant_config("custom", img_size=32, patch_size=8, embed_dim=64, depth=2
 
 @pytest.fixture(scope="module")
 def tm():
-    with pytest.MonkeyPatch.context() as mp:  # as tests/test_gpu_check.py imports gpu_check
-        mp.syspath_prepend(str(ROOT / "benchmarks"))
-        sys.modules.pop("train_memory", None)
-        yield importlib.import_module("train_memory")
-        sys.modules.pop("train_memory", None)
+    with benchmark_module("train_memory") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
