@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -195,17 +195,19 @@ class Params(Strict):
                 return arm, search
         return None
 
+    # what one comparison is made of: everything the trained models depend on (not how they
+    # are evaluated)
+    GROUP_SECTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"base", "prepare", "pretrained", "scratch", "finetune", "tune"})
+
     def group_params(self) -> dict:
-        """What one comparison is made of: everything the trained models depend on (not how they
-        are evaluated), as plain data."""
-        return self.model_dump(mode="json", include={"base", "prepare", "pretrained", "scratch",
-                                                     "finetune", "tune"})
+        """The sections of :attr:`GROUP_SECTIONS` as plain data."""
+        return self.model_dump(mode="json", include=set(self.GROUP_SECTIONS))
 
     def group_key(self) -> str:
-        """A hash of :meth:`group_params`: the MLflow parent run of the variants' runs is keyed by
-        it."""
-        data = self.model_dump(include={"base", "prepare", "pretrained", "scratch", "finetune",
-                                        "tune"})
+        """A hash of :attr:`GROUP_SECTIONS`: the MLflow parent run of the variants' runs is keyed
+        by it."""
+        data = self.model_dump(include=set(self.GROUP_SECTIONS))
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
