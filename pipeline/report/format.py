@@ -78,3 +78,8 @@ def interval_basis(intervals: Sequence[Interval], *, paired: bool, sep: str = ";
 def budget_header(budget: str) -> str:
     """A label budget as a column header: ``10 per class``, ``all labels``."""
     return "all labels" if budget == "all" else f"{budget} per class"
+
+
+def budget_words(budget: str) -> str:
+    """A label budget in a sentence: ``10 labelled images per class``, ``all labelled images``."""
+    return "all labelled images" if budget == "all" else f"{budget} labelled images per class"

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from .format import interval_basis
+from .format import budget_words, interval_basis
 from .style import figure, marker
 
 if TYPE_CHECKING:
@@ -255,10 +255,6 @@ def dot_figure(study: Study, colors_by_variant: Mapping[str, object]) -> Figure:
                     + interval_basis([g.diff for g in pairs], paired=True, sep="\n"),
                     fontsize=10)
     return fig
-
-
-def budget_words(budget: str) -> str:
-    return "all labelled images" if budget == "all" else f"{budget} labelled images per class"
 
 
 def study_figures(study: Study, colors_by_variant: Mapping[str, object],

@@ -13,7 +13,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..layout import TUNED_SUFFIX
-from .format import budget_header, gain_cell, human_duration, interval_basis, num, pct, pm
+from .format import (
+    budget_header,
+    budget_words,
+    gain_cell,
+    human_duration,
+    interval_basis,
+    num,
+    pct,
+    pm,
+)
 
 if TYPE_CHECKING:
     from ..evaluation.stats import Interval
@@ -185,11 +194,6 @@ def _ci(iv: Interval) -> str:
     return f"{iv.level * 100:g}% CI {100 * iv.low:.1f} to {100 * iv.high:.1f}, {over}"
 
 
-def _budget_phrase(budget: str, labelled: int) -> str:
-    what = "every labelled image" if budget == "all" else f"{budget} labelled images per class"
-    return f"{what} ({labelled:,} in all)"
-
-
 def headline(study: Study) -> str | None:
     """The answer in one sentence: the gain at the largest budget, of the tuned pair where both
     arms were tuned (the recipes' gain beside it), else of the first pair; with its interval,
@@ -208,7 +212,7 @@ def headline(study: Study) -> str | None:
             f"of test top-1 ({_ci(d)}{verdict}): {main.finetune} against {main.scratch}"
             + (", both arms tuned with the same number of trials on validation data"
                if tuned else "")
-            + f", trained on {_budget_phrase(budget, main.labelled)}.")
+            + f", trained on {budget_words(budget)} ({main.labelled:,} in all).")
     if tuned:
         base = (main.finetune.removesuffix(TUNED_SUFFIX), main.scratch.removesuffix(TUNED_SUFFIX))
         fixed = [g for g in at if (g.finetune, g.scratch) == base]
