@@ -18,6 +18,8 @@ import io
 import sys
 from pathlib import Path
 
+import yaml
+
 from ..atomic import atomic_write_text
 from ..errors import ParamsError
 from .params import parse_params
@@ -28,20 +30,20 @@ SECTIONS = ("pretrained", "scratch", "finetune", "tune")
 def _yaml():
     from ruamel.yaml import YAML
 
-    yaml = YAML()  # round trip: comments and key order kept
-    yaml.preserve_quotes = True
-    yaml.width = 100
-    yaml.representer.add_representer(  # null as the file writes it, not as an empty value
+    rt = YAML()  # round trip: comments and key order kept
+    rt.preserve_quotes = True
+    rt.width = 100
+    rt.representer.add_representer(  # null as the file writes it, not as an empty value
         type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    return yaml
+    return rt
 
 
 def merge(params_text: str, overlay_text: str, *, source: str = "overlay") -> str:
     """``params_text`` with ``overlay_text``'s entries added, as YAML text; ParamsError (one line)
     for an overlay that is not a mapping of known sections to mappings, or a result that is not
     valid params."""
-    yaml = _yaml()
-    data, overlay = yaml.load(params_text), yaml.load(overlay_text)
+    rt = _yaml()
+    data, overlay = rt.load(params_text), rt.load(overlay_text)
     if not isinstance(overlay, dict) or not overlay:
         raise ParamsError(f"{source}: not a mapping of params sections ({', '.join(SECTIONS)})")
     for section, entries in overlay.items():
@@ -56,15 +58,9 @@ def merge(params_text: str, overlay_text: str, *, source: str = "overlay") -> st
         else:
             data.setdefault(section, {}).update(entries)
     out = io.StringIO()
-    yaml.dump(data, out)
-    parse_params(_plain(out.getvalue()), f"params with {source}")  # refuses a bad result
+    rt.dump(data, out)
+    parse_params(yaml.safe_load(out.getvalue()), f"params with {source}")  # a bad result: no
     return out.getvalue()
-
-
-def _plain(text: str) -> dict:
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def main(argv: list[str] | None = None) -> int:
