@@ -28,7 +28,7 @@ lock: setup           ## requirements.lock from pyproject.toml; keeps existing p
 	  --generate-hashes --quiet -o $(LOCK) $(UV_ARGS)
 
 repro: setup          ## the real experiment: CIFAR-10, hub weights, GPU-sized (params.yaml)
-	dvc repro
+	$(BIN)/python -m pipeline.provenance -- dvc repro
 
 quick: setup          ## the offline quick run (params.quick.yaml) in runs/quick, MLflow in ./mlflow.db
 	$(FASHION_MNIST) --raw runs/quick/data/raw

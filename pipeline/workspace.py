@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from .config import load_params
+from .provenance import project_revision, record_run, timed
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -95,15 +96,6 @@ def commit_workspace(dest: Path, message: str) -> bool:
     return True
 
 
-def project_revision(project: Path = PROJECT) -> str:
-    """The project's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside git."""
-    rev = _git(project, "rev-parse", "--short", "HEAD")
-    if rev.returncode:
-        return "unknown"
-    dirty = _git(project, "status", "--porcelain", "--untracked-files=no").stdout.strip()
-    return rev.stdout.strip() + ("+dirty" if dirty else "")
-
-
 def make_workspace(dest: Path, params_file: Path, project: Path = PROJECT) -> Path:
     """Create or refresh the workspace ``dest`` for ``params_file``; returns ``dest``. A new
     workspace gets a first commit, so that DVC's experiments work in it from the start."""
@@ -127,19 +119,18 @@ def stage_env() -> dict[str, str]:
     return env
 
 
-def repro(dest: Path, *extra: str) -> int:
-    cmd = [sys.executable, "-m", "dvc", "repro", *extra]
-    return subprocess.run(cmd, cwd=dest, env=stage_env()).returncode
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", required=True, type=Path, help="params file to run")
     parser.add_argument("--dir", required=True, type=Path, help="workspace directory")
     args = parser.parse_args()
     dest = make_workspace(args.dir, args.params)
-    code = repro(dest)
+    fresh = not (dest / "dvc.lock").exists()
+    code, wall = timed([sys.executable, "-m", "dvc", "repro"], dest, stage_env())
     if code == 0:
+        # the record names the command as typed, to run again
+        command = f"python -m pipeline.workspace --params {args.params} --dir {args.dir}"
+        record_run(dest, command, wall, fresh)
         commit_workspace(dest, f"dvc repro: {args.params.name} at {project_revision()}")
     sys.exit(code)
 

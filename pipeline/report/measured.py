@@ -1,0 +1,175 @@
+"""The documentation's tables of measured results, made from a run's results by one command.
+
+A run's ``results/study.json`` (what ``evaluate`` computed: every interval with its method and
+seeds), the test split's size from ``results/cells.json``, the dataset from its ``params.yaml``
+and its record ``provenance.json`` (:mod:`pipeline.provenance`: commit, date, machine, command,
+wall time) go into a snapshot ``<out>.json``; the table ``<out>.md`` is rendered from the
+snapshot alone, so that a test can check that every table in ``docs/results/`` is what its
+snapshot gives (:func:`check`)::
+
+    python -m pipeline.report.measured runs/quick docs/results/quick
+    python -m pipeline.report.measured --check docs/results
+
+The docs pages include the tables (MyST ``{include}``); nothing in them is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..atomic import atomic_write_json, atomic_write_text
+from ..errors import RecordError
+from ..evaluation.stats import Interval
+from ..layout import RESULTS
+from ..provenance import read_record
+from .format import budget_header, interval_basis
+
+STUDY_KEYS = ("seeds", "budgets", "top1", "gain", "gain_shift", "tta_views", "tta_top1")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"{path}: missing; run the pipeline (its evaluate stage writes it)"
+                          ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordError(f"{path}: not valid JSON ({e}); run the evaluate stage again") from None
+
+
+def snapshot(run_dir: Path) -> dict:
+    """What the table of ``run_dir`` is made from (RecordError, naming the file, when a part is
+    missing or the run record describes other results)."""
+    run_dir = Path(run_dir)
+    record = read_record(run_dir)
+    study = _read_json(run_dir / RESULTS / "study.json")
+    cells = _read_json(run_dir / RESULTS / "cells.json")
+    try:
+        dataset = yaml.safe_load((run_dir / "params.yaml").read_text())["base"]["dataset"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        raise RecordError(f"{run_dir / 'params.yaml'}: no base.dataset; give the run's own "
+                          "directory (a workspace or the project root)") from None
+    return {"provenance": record, "dataset": dataset,
+            "test_images": sorted({c["test_images"] for c in cells.values()}),
+            "study": {k: study[k] for k in STUDY_KEYS if k in study}}
+
+
+def _interval(d: dict) -> Interval:
+    return Interval(**{k: v for k, v in d.items()
+                       if k in Interval.__dataclass_fields__ and k != "excludes_zero"})
+
+
+def _cell(d: dict | None, signed: bool) -> str:
+    """``+12.13 (5.26 to 19.00)`` in points; the mean alone without an interval."""
+    if d is None:
+        return "–"
+    iv = _interval(d)
+    mean = f"{100 * iv.mean:{'+' if signed else ''}.2f}"
+    if iv.method == "single":
+        return mean
+    return f"{mean} ({100 * iv.low:.2f} to {100 * iv.high:.2f})"
+
+
+def _pair(name: str, variants: list[str]) -> str:
+    """``finetune-tuned-scratch-tuned`` -> ``finetune-tuned − scratch-tuned``: split where both
+    sides are variants (names may hold ``-``)."""
+    for i, ch in enumerate(name):
+        if ch == "-" and name[:i] in variants and name[i + 1:] in variants:
+            return f"{name[:i]} − {name[i + 1:]}"
+    return name
+
+
+def _machine(m: dict) -> str:
+    gpus = ", ".join(m.get("gpus") or []) or "no GPU"
+    return f"{m['cpu']}, {m['cores']} cores, {gpus}"
+
+
+def render(snap: dict) -> str:
+    """The Markdown table of one snapshot, with the sentence that says what made it."""
+    p, study = snap["provenance"], snap["study"]
+    budgets = study["budgets"]
+    variants = [*study["top1"], *(v + "-tuned" for v in study["top1"])]
+    rows: list[tuple[str, dict, bool]] = []
+    for pair, by_budget in study["gain"].items():
+        rows.append((f"**gain**: {_pair(pair, variants)}", by_budget, True))
+    for pair, by_budget in study.get("gain_shift", {}).items():
+        rows.append((f"tuned minus fixed gain: {_pair(pair, variants)}", by_budget, True))
+    for variant, by_budget in study["top1"].items():
+        rows.append((f"top-1: {variant}", by_budget, False))
+    for variant, by_budget in study.get("tta_top1", {}).items():
+        rows.append((f"top-1 with test-time augmentation: {variant}", by_budget, False))
+    single = [_interval(d) for _, by, signed in rows if not signed for d in by.values()]
+    basis = interval_basis(single, paired=False)
+    if any(_interval(d).method != "single" for _, by, signed in rows if signed
+           for d in by.values()):
+        basis += "; the gains paired seed by seed"
+    images = "/".join(str(n) for n in snap["test_images"])
+    run = "from an empty workspace (every stage ran)" if p["fresh"] else \
+        "(some stages' outputs were already there)"
+    tta = f" Test-time augmentation: {study['tta_views']}." if study.get("tta_views") else ""
+    lines = [
+        f"Test top-1 on {snap['dataset']} ({images} test images), in points: the mean over "
+        f"seeds {', '.join(map(str, study['seeds']))} with its interval in brackets ({basis})."
+        f"{tta}",
+        "",
+        f"Measured on {p['date']} at commit `{p['commit']}` on {_machine(p['machine'])}, by "
+        f"`{p['command']}`: {p['wall_s']:.0f} s of wall time {run}.",
+        "",
+        "| | " + " | ".join(budget_header(b) for b in budgets) + " |",
+        "|---|" + "---:|" * len(budgets),
+    ]
+    for label, by_budget, signed in rows:
+        lines.append(f"| {label} | "
+                     + " | ".join(_cell(by_budget.get(b), signed) for b in budgets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dir: Path, out: Path) -> tuple[Path, Path]:
+    """``<out>.json`` (the snapshot) and ``<out>.md`` (its table), each written atomically."""
+    snap = snapshot(run_dir)
+    out = Path(out)
+    return (atomic_write_json(out.with_suffix(".json"), snap),
+            atomic_write_text(out.with_suffix(".md"), render(snap)))
+
+
+def check(directory: Path) -> list[str]:
+    """The tables in ``directory`` that are not what their snapshot renders to (or have none)."""
+    stale = []
+    for snap_file in sorted(Path(directory).glob("*.json")):
+        table = snap_file.with_suffix(".md")
+        want = render(json.loads(snap_file.read_text()))
+        if not table.is_file() or table.read_text() != want:
+            stale.append(str(table))
+    return stale
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path, nargs="?", help="a run's directory (runs/quick)")
+    parser.add_argument("out", type=Path, nargs="?", help="docs/results/<name> (no suffix)")
+    parser.add_argument("--check", type=Path, metavar="DIR",
+                        help="only check that DIR's tables are what their snapshots give")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            stale = check(args.check)
+            if stale:
+                sys.exit(f"stale: {', '.join(stale)}; run python -m pipeline.report.measured "
+                         "<run dir> <table> again")
+            return
+        if args.run_dir is None or args.out is None:
+            parser.error("give a run directory and the table's path without suffix")
+        for path in write(args.run_dir, args.out):
+            print(path)
+    except RecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The docs' tables of measured results: a run's record (pipeline/provenance.py) and the table
+made from its results (pipeline/report/measured.py), checked on a known study; and every table
+in docs/results/ is what its snapshot renders to."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.errors import RecordError
+from pipeline.evaluation.study import Cell, summarise
+from pipeline.provenance import cpu_model, read_record, record_run
+from pipeline.report import measured
+
+ROOT = Path(__file__).resolve().parents[2]
+TOPS = {"scratch": [0.60, 0.62, 0.58], "finetune": [0.70, 0.75, 0.71]}
+
+
+def _run(tmp_path: Path) -> Path:
+    cells = []
+    for variant, tops in TOPS.items():
+        for seed, top1 in enumerate(tops):
+            correct = np.zeros(100, bool)
+            correct[: round(100 * top1)] = True
+            cells.append(Cell(variant, variant, "30", seed, 300, top1, correct,
+                              tta_top1=top1 + 0.05, tta_correct=correct))
+    study = summarise(cells, tta_views="the image and its mirror image")
+    results = tmp_path / "results"
+    results.mkdir(parents=True)
+    (results / "study.json").write_text(json.dumps(study.to_dict()))
+    (results / "cells.json").write_text(json.dumps(
+        {f"{c.variant}/30/seed{c.seed}": {"test_images": 100} for c in cells}))
+    (tmp_path / "params.yaml").write_text("base: {dataset: digits}\n")
+    return tmp_path
+
+
+def test_the_table_states_the_answer_and_what_made_it(tmp_path):
+    run = _run(tmp_path)
+    record_run(run, "python -m pipeline.workspace --params p.yaml --dir d", 123.4, fresh=True)
+    text = measured.render(measured.snapshot(run))
+    lines = text.splitlines()
+    assert "Test top-1 on digits (100 test images)" in lines[0]
+    assert "seeds 0, 1, 2" in lines[0] and "Student's t over 3 seeds" in lines[0]
+    assert "the image and its mirror image" in lines[0]
+    made = lines[2]
+    assert "`python -m pipeline.workspace --params p.yaml --dir d`" in made
+    assert "123 s of wall time from an empty workspace" in made and "cores" in made
+    assert lines[4] == "| | 30 per class |"
+    # gain: finetune minus scratch, paired over the 3 seeds: +12.00 with its t interval
+    diff = np.array(TOPS["finetune"]) - np.array(TOPS["scratch"])
+    half = 4.302653 * diff.std(ddof=1) / np.sqrt(3)
+    gain = next(line for line in lines if line.startswith("| **gain**"))
+    assert gain == (f"| **gain**: finetune − scratch | +12.00 ({100 * (diff.mean() - half):.2f}"
+                    f" to {100 * (diff.mean() + half):.2f}) |")
+    assert "| top-1: scratch | 60.00 (" in text
+    assert "| top-1 with test-time augmentation: finetune | 77.00 (" in text
+
+
+def test_a_record_for_other_results_is_refused(tmp_path):
+    run = _run(tmp_path)
+    with pytest.raises(RecordError, match="no run record"):
+        measured.snapshot(run)
+    record_run(run, "make quick", 1.0, fresh=False)
+    assert read_record(run)["command"] == "make quick"
+    (run / "results" / "cells.json").write_text("{}")  # e.g. dvc exp run since
+    with pytest.raises(RecordError, match="recorded for other results"):
+        measured.snapshot(run)
+
+
+def test_the_command_writes_the_snapshot_and_table_and_checks_them(tmp_path, capsys):
+    run = _run(tmp_path / "run")
+    record_run(run, "make quick", 10.0, fresh=False)
+    out = tmp_path / "docs" / "quick"
+    measured.main([str(run), str(out)])
+    assert out.with_suffix(".md").read_text() == measured.render(
+        json.loads(out.with_suffix(".json").read_text()))
+    assert "some stages' outputs were already there" in out.with_suffix(".md").read_text()
+    measured.main(["--check", str(out.parent)])
+    out.with_suffix(".md").write_text("edited by hand\n")
+    with pytest.raises(SystemExit, match="stale"):
+        measured.main(["--check", str(out.parent)])
+    with pytest.raises(SystemExit) as exit_:
+        measured.main([str(tmp_path / "nowhere"), str(out)])
+    assert exit_.value.code == 2
+    assert "no run record" in capsys.readouterr().err
+
+
+def test_every_table_in_the_docs_is_what_its_snapshot_gives():
+    assert measured.check(ROOT / "docs" / "results") == []
+
+
+def test_the_cpu_is_named_with_its_family_and_model():
+    info = "vendor_id : AuthenticAMD\ncpu family : 25\nmodel : 17\nmodel name : AMD EPYC\n"
+    assert cpu_model(info) == "AMD EPYC (family 25, model 17)"
+    assert cpu_model("model name : Apple M2\n") == "Apple M2"
