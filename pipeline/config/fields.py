@@ -20,11 +20,10 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=6
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys refused, values frozen; each field's docstring is its description (the params
+    reference, docs/params.md, is generated from them: :mod:`pipeline.config.reference`)."""
 
-
-# Lightning 2.6's registered strategy names (lightning.pytorch.strategies.StrategyRegistry), listed
-# here so that checking params does not import Lightning (the prepare stage never does);
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # numpy's SeedSequence and Lightning's range

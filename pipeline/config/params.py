@@ -47,12 +47,23 @@ class TrainerParams(Strict):
     :mod:`pipeline.training.hardware` for what ``strategy: fsdp`` and ``compile`` build)."""
 
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    """Lightning's accelerator: ``auto`` takes the GPUs when there are any."""
     devices: PosInt | Literal["auto"] | list[NonNegInt] = "auto"
+    """How many devices (or which GPU ids) per node."""
     num_nodes: PosInt = 1
-    strategy: str = "auto"  # a Lightning strategy name (STRATEGIES): ddp, fsdp, ...
+    """Machines in a multi-node run (docs/scaling.md)."""
+    strategy: str = "auto"
+    """A name from Lightning 2.6's strategy registry: ``auto``, ``ddp``, ``fsdp`` (sharded per
+    transformer block, CUDA GPUs only), ``deepspeed_stage_2``, ...; an unknown name is refused
+    with the list."""
     precision: Literal["bf16-mixed", "16-mixed", "32-true", "bf16-true"] = "bf16-mixed"
+    """Training precision; a mixed precision falls back to ``32-true`` on a CPU, and evaluation
+    and prediction autocast by the same rule."""
     num_workers: NonNegInt = 0
-    compile: bool = False  # torch.compile the ViT's forward (checkpoint keys unchanged)
+    """Data loader worker processes per device."""
+    compile: bool = False
+    """``torch.compile`` the ViT's forward, in place: checkpoint keys stay plain (no
+    ``_orig_mod.``)."""
 
     @model_validator(mode="after")
     def _known_strategy(self) -> TrainerParams:
@@ -66,13 +77,20 @@ class TrainerParams(Strict):
 
 
 class BaseParams(Strict):
-    seed: Seed  # the validation split and pretraining (done once, whatever the seeds)
-    # every scratch and fine-tune variant is trained once per seed: its initialisation, data
-    # order, augmentation and (under a budget) which images are labelled
+    seed: Seed
+    """Seed of the validation split (the same for every cell) and of pretraining done here
+    (once, whatever the seeds)."""
     seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
+    """Every scratch and fine-tune variant is trained once per seed at each budget, one cell
+    each: the seed sets the initialisation, the data order, the augmentation and, under a
+    budget, which images are labelled. A scratch and a fine-tune cell with the same seed see the
+    same labelled images (paired)."""
     dataset: Dataset
+    """The downstream dataset the variants are trained and tested on."""
     mlflow_experiment: Annotated[str, Field(min_length=1)]
+    """MLflow experiment the runs are logged to."""
     trainer: TrainerParams
+    """Hardware and scale-out, passed to ``lightning.Trainer``."""
 
     @model_validator(mode="after")
     def _unique_seeds(self) -> BaseParams:
@@ -82,12 +100,18 @@ class BaseParams(Strict):
 
 class PrepareParams(Strict):
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)]
+    """Share of the training split held out for validation (seeded by ``base.seed``,
+    stratified)."""
     download: bool
-    max_train: PosInt | None  # cap train+val (tiny runs); null = all
+    """Fetch missing raw files; their checksums are verified either way."""
+    max_train: PosInt | None
+    """Cap on the train+val pool (seeded, stratified); ``null``: all of it."""
     max_test: PosInt | None
-    # label budgets: labelled training images per class ("all": the whole train split); each
-    # variant is trained at every budget, on a stratified subset nested in the larger ones
+    """Cap on the test split (seeded, stratified); ``null``: all of it."""
     budgets: Annotated[list[Budget], Field(min_length=1)] = ["all"]
+    """Label budgets, labelled training images per class (``all``: the whole training split).
+    Each variant is trained at every budget on a stratified subset, nested in the larger
+    budgets' subsets for the same seed; the validation and test splits are shared by all."""
 
     @model_validator(mode="after")
     def _unique_budgets(self) -> PrepareParams:
@@ -99,9 +123,18 @@ class PretrainedParams(Strict):
     """One weights source; only the key its ``source`` needs is given."""
 
     source: Literal["hub", "file", "train"]
-    hub_id: str | None = None  # source: hub
-    path: str | None = None  # source: file
-    pretrain: PretrainRecipe | None = None  # source: train
+    """Where the weights come from: ``hub`` (fetch ``hub_id``), ``file`` (``path``) or
+    ``train`` (pretrain here on ``pretrain``)."""
+    hub_id: str | None = None
+    """With ``source: hub``: a timm ViT on the Hugging Face hub, ``owner/name``, e.g.
+    ``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``."""
+    path: str | None = None
+    """With ``source: file``: a local checkpoint (``.safetensors``, ``.pth``, ``.bin``,
+    ``.npz`` or a Lightning ``.ckpt``; timm, transformers, torchvision or Google layout,
+    detected)."""
+    pretrain: PretrainRecipe | None = None
+    """With ``source: train``: the recipe to pretrain with here; its weights are exported in
+    timm's layout, as the hub's are."""
 
     @model_validator(mode="after")
     def _source_complete(self) -> PretrainedParams:
@@ -117,10 +150,13 @@ class TTAParams(Strict):
     """Test-time augmentation (:mod:`pipeline.evaluation.tta`): each test image is classified
     as several views and their softmax averaged; reported beside the plain figures."""
 
-    hflip: bool = True  # the mirrored image too
-    # pixels: > 0 adds the 4 corner crops of the image reflect-padded by this many (training's
-    # crop_padding); it must stay below the test images' height and width
+    hflip: bool = True
+    """Each view's mirror image too."""
     shift: NonNegInt = 0
+    """Pixels: above 0 adds the 4 corner crops of the image reflect-padded by this many (the
+    diagonal shifts of training's ``crop_padding``), and with ``hflip`` their mirror images: 1,
+    2, 5 or 10 views. Below the test images' height and width. ``hflip: false`` with ``shift:
+    0`` is refused (set ``tta: null``)."""
 
     @model_validator(mode="after")
     def _more_than_the_plain_view(self) -> TTAParams:
@@ -132,22 +168,34 @@ class TTAParams(Strict):
 
 class EvaluateParams(Strict):
     batch_size: PosInt
-    # each variant is logged as an MLflow model and registered as "<registered_model>-<variant>";
-    # null: logged, not registered
+    """Evaluation batch size."""
     registered_model: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None
-    # test-time augmentation, reported beside the plain figures (never instead); null = off
+    """MLflow registry prefix: each variant's model is registered as
+    ``<registered_model>-<variant>``; ``null``: logged, not registered."""
     tta: TTAParams | None = None
+    """Test-time augmentation, reported beside the plain figures, never instead of them: the
+    metrics of the views' mean softmax; ``null``: off. The shipped files use ``hflip: true`` for
+    CIFAR-10 and Fashion-MNIST, ``hflip: false, shift: 1`` for digits (a mirrored 2 or 5 is no
+    digit)."""
 
 
 class Params(Strict):
     base: BaseParams
+    """What every stage shares: seeds, dataset, MLflow experiment, hardware."""
     prepare: PrepareParams
+    """The data: validation share, caps, label budgets."""
     pretrained: dict[Name, PretrainedParams]
-    scratch: dict[Name, Recipe]  # variants trained from random initialisation
-    finetune: dict[Name, FinetuneRecipe]  # variants fine-tuned from `pretrained` weights
+    """Weights sources by name, which fine-tune variants point at."""
+    scratch: dict[Name, Recipe]
+    """Variants trained from random initialisation, by name."""
+    finetune: dict[Name, FinetuneRecipe]
+    """Variants fine-tuned from ``pretrained`` weights, by name (unique across both arms)."""
     evaluate: EvaluateParams
-    # hyperparameter searches per arm and variant (pipeline.config.tune); none: fixed recipes
+    """How the cells are tested and registered."""
     tune: TuneParams = TuneParams()
+    """Hyperparameter searches per arm and variant (docs/tuning.md). Every params file needs the
+    section, empty or not (``tune: {scratch: {}, finetune: {}}``): DVC expands its stages from
+    it."""
 
     @model_validator(mode="after")
     def _variants(self) -> Params:

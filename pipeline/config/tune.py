@@ -38,9 +38,13 @@ class RangeSpace(Strict):
     ``integer``: whole numbers only."""
 
     low: float
+    """The range's lower end (inclusive)."""
     high: float
+    """Its upper end (inclusive)."""
     log: bool = False
+    """Draw uniformly in log space (both ends above 0)."""
     integer: bool = False
+    """Whole numbers only (whole ends)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeSpace:
@@ -62,6 +66,7 @@ class ChoiceSpace(Strict):
     """One of ``choices`` (the grid sampler's only kind)."""
 
     choices: Annotated[list[Scalar], Field(min_length=1)]
+    """The values to choose from, distinct."""
 
     @model_validator(mode="after")
     def _distinct(self) -> ChoiceSpace:
@@ -88,8 +93,13 @@ SPACE_TAGS = ("RangeSpace", "ChoiceSpace")  # left out of an error's key path
 
 
 class SamplerParams(Strict):
+    """Optuna's sampler."""
+
     name: Literal["random", "tpe", "grid"]
-    seed: Seed = 0  # with the trial number, each trial's draw: the same params, the same trials
+    """``random``; ``tpe`` (random for the first half of the trials, at most 10); ``grid``
+    (every space entry a list of choices)."""
+    seed: Seed = 0
+    """With the trial's number, seeds each draw: the same params give the same trials."""
 
 
 class PruneParams(Strict):
@@ -98,24 +108,38 @@ class PruneParams(Strict):
     ``startup_trials`` trials have finished)."""
 
     startup_trials: NonNegInt = 3
+    """Trials that run to their end before any is pruned."""
     warmup_epochs: NonNegInt = 1
+    """Epochs a trial runs before it can be pruned."""
 
 
 class SearchParams(Strict):
-    trials: PosInt  # K: trials per search (a grid: at most its size)
+    """One search over a variant's recipe, run at every budget (``tune.<arm>.<variant>``); its
+    choice trains the ``<variant>-tuned`` cells at every seed."""
+
+    trials: PosInt
+    """K, trials per search (a grid: at most its size); the shipped files give both arms the
+    same K."""
     sampler: SamplerParams
-    # best validation top-1 over the trial's epochs: what a training cell keeps (best.ckpt)
+    """How the trials' configs are drawn."""
     objective: Literal["val_acc"] = "val_acc"
-    seed: Seed = 0  # every trial trains with this seed; the chosen config then trains all seeds
-    # epochs per trial, the recipe's schedule compressed to them (warmup, frozen start and
-    # min_steps scaled alike); null: the recipe's length
+    """``val_acc``: the best validation top-1 over a trial's epochs (what a training cell
+    keeps)."""
+    seed: Seed = 0
+    """The trials' training seed (initialisation, data order, which images are labelled under a
+    budget); the shipped files use 1000, none of ``base.seeds``."""
     epochs: PosInt | None = None
-    # what a trial selects on: "budget", a stratified subset of the validation split with as many
-    # images per class as the budget labels (all of it at budget "all", or when it has fewer);
-    # "full": the whole validation split at every budget
+    """A trial's length, the recipe's schedule compressed to it (warmup, ``min_steps`` and a
+    frozen start scaled alike); ``null``: the recipe's."""
     validation: Literal["budget", "full"] = "budget"
-    prune: PruneParams | None = None  # null: every trial runs to its end
+    """What a trial selects on: ``budget``, as many validation images per class as the budget
+    labels (the whole split at ``all``); ``full``: the whole validation split at every budget."""
+    prune: PruneParams | None = None
+    """Optuna's median rule after each epoch; ``null``: every trial runs to its end."""
     space: Annotated[dict[str, Space], Field(min_length=1)]
+    """Dotted keys of the recipe (``train.optimizer.lr``, ``backbone_lr_scale``, ...), each to a
+    range or a list of choices; each key must be in the recipe, and the recipe valid at both
+    ends of a range and at every choice (checked before any work)."""
 
     @model_validator(mode="after")
     def _grid_fits(self) -> SearchParams:
@@ -131,8 +155,12 @@ class SearchParams(Strict):
 
 
 class TuneParams(Strict):
+    """The searches, per arm; a variant not listed trains its recipe only."""
+
     scratch: dict[Name, SearchParams] = {}
+    """Searches over ``scratch`` variants, by variant name."""
     finetune: dict[Name, SearchParams] = {}
+    """Searches over ``finetune`` variants, by variant name."""
 
     def searches(self) -> list[tuple[str, str, SearchParams]]:
         """``(arm, variant, search)`` for every search, scratch first, in params order."""
