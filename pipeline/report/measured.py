@@ -54,9 +54,11 @@ def snapshot(run_dir: Path) -> dict:
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         raise RecordError(f"{run_dir / 'params.yaml'}: no base.dataset; give the run's own "
                           "directory (a workspace or the project root)") from None
+    per_seed = [{"variant": c["variant"], "budget": str(c["budget"]), "seed": c["seed"],
+                 "top1": c["top1"]} for c in cells.values()]
     return {"provenance": record, "dataset": dataset,
             "test_images": sorted({c["test_images"] for c in cells.values()}),
-            "study": {k: study[k] for k in STUDY_KEYS if k in study}}
+            "study": {k: study[k] for k in STUDY_KEYS if k in study}, "cells": per_seed}
 
 
 def _interval(d: dict) -> Interval:
@@ -126,7 +128,45 @@ def render(snap: dict) -> str:
     for label, by_budget, signed in rows:
         lines.append(f"| {label} | "
                      + " | ".join(_cell(by_budget.get(b), signed) for b in budgets) + " |")
+    lines += ["", "Seed by seed (the gains paired: the same labelled images in the same order):"]
+    for budget in budgets:
+        lines += ["", *_seed_rows(snap, budget, variants)]
     return "\n".join(lines) + "\n"
+
+
+def _seed_rows(snap: dict, budget: str, variants: list[str]) -> list[str]:
+    """The figures of every seed at one budget: each gain and shift, each variant's top-1."""
+    top = {(c["variant"], c["seed"]): 100 * c["top1"] for c in snap["cells"]
+           if c["budget"] == budget}
+    seeds = sorted({s for _, s in top})
+
+    def gain(pair: str, seed: int) -> float | None:
+        ft, sc = _pair(pair, variants).split(" − ")
+        if (ft, seed) in top and (sc, seed) in top:
+            return top[(ft, seed)] - top[(sc, seed)]
+        return None
+
+    def shift(pair: str, seed: int) -> float | None:
+        ft, sc = _pair(pair, variants).split(" − ")
+        fixed, tuned = gain(pair, seed), gain(f"{ft}-tuned-{sc}-tuned", seed)
+        return None if fixed is None or tuned is None else tuned - fixed
+
+    def row(label: str, values: list[float | None], signed: bool) -> str:
+        cells = ["–" if v is None else f"{v:{'+' if signed else ''}.2f}" for v in values]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    study = snap["study"]
+    lines = [f"| {budget_header(budget)} | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|" + "---:|" * len(seeds)]
+    for pair in study["gain"]:
+        lines.append(row(f"**gain**: {_pair(pair, variants)}", [gain(pair, s) for s in seeds],
+                         True))
+    for pair in study.get("gain_shift", {}):
+        lines.append(row(f"tuned minus fixed gain: {_pair(pair, variants)}",
+                         [shift(pair, s) for s in seeds], True))
+    for variant in study["top1"]:
+        lines.append(row(f"top-1: {variant}", [top.get((variant, s)) for s in seeds], False))
+    return lines
 
 
 def write(run_dir: Path, out: Path) -> tuple[Path, Path]:

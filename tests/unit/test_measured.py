@@ -17,20 +17,22 @@ ROOT = Path(__file__).resolve().parents[2]
 TOPS = {"scratch": [0.60, 0.62, 0.58], "finetune": [0.70, 0.75, 0.71]}
 
 
-def _run(tmp_path: Path) -> Path:
+def _run(tmp_path: Path, tops_by_variant: dict = TOPS) -> Path:
     cells = []
-    for variant, tops in TOPS.items():
+    for variant, tops in tops_by_variant.items():
         for seed, top1 in enumerate(tops):
             correct = np.zeros(100, bool)
             correct[: round(100 * top1)] = True
-            cells.append(Cell(variant, variant, "30", seed, 300, top1, correct,
+            kind = variant.split("-")[0]
+            cells.append(Cell(variant, kind, "30", seed, 300, top1, correct,
                               tta_top1=top1 + 0.05, tta_correct=correct))
     study = summarise(cells, tta_views="the image and its mirror image")
     results = tmp_path / "results"
     results.mkdir(parents=True)
     (results / "study.json").write_text(json.dumps(study.to_dict()))
     (results / "cells.json").write_text(json.dumps(
-        {f"{c.variant}/30/seed{c.seed}": {"test_images": 100} for c in cells}))
+        {f"{c.variant}/30/seed{c.seed}": {"variant": c.variant, "budget": "30", "seed": c.seed,
+                                          "top1": c.top1, "test_images": 100} for c in cells}))
     (tmp_path / "params.yaml").write_text("base: {dataset: digits}\n")
     return tmp_path
 
@@ -55,6 +57,10 @@ def test_the_table_states_the_answer_and_what_made_it(tmp_path):
                     f" to {100 * (diff.mean() + half):.2f}) |")
     assert "| top-1: scratch | 60.00 (" in text
     assert "| top-1 with test-time augmentation: finetune | 77.00 (" in text
+    # seed by seed: the paired differences and each variant's top-1
+    assert "| 30 per class | seed 0 | seed 1 | seed 2 |" in lines
+    assert "| **gain**: finetune − scratch | +10.00 | +13.00 | +13.00 |" in lines
+    assert "| top-1: scratch | 60.00 | 62.00 | 58.00 |" in lines
 
 
 def test_a_record_for_other_results_is_refused(tmp_path):
@@ -94,3 +100,14 @@ def test_the_cpu_is_named_with_its_family_and_model():
     info = "vendor_id : AuthenticAMD\ncpu family : 25\nmodel : 17\nmodel name : AMD EPYC\n"
     assert cpu_model(info) == "AMD EPYC (family 25, model 17)"
     assert cpu_model("model name : Apple M2\n") == "Apple M2"
+
+
+def test_the_tuned_arms_gain_and_what_tuning_changed_are_shown_seed_by_seed(tmp_path):
+    tops = {**TOPS, "scratch-tuned": [0.61, 0.60, 0.59], "finetune-tuned": [0.80, 0.85, 0.81]}
+    run = _run(tmp_path, tops)
+    record_run(run, "make quick", 1.0, fresh=True)
+    lines = measured.render(measured.snapshot(run)).splitlines()
+    assert "| **gain**: finetune-tuned − scratch-tuned | +19.00 | +25.00 | +22.00 |" in lines
+    assert "| tuned minus fixed gain: finetune − scratch | +9.00 | +12.00 | +9.00 |" in lines
+    assert any(line.startswith("| tuned minus fixed gain: finetune − scratch | +10.00 (")
+               for line in lines)
