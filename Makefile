@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup lock repro quick study knobs fmnist test docs ui clean-quick
+.PHONY: setup lock repro quick study knobs fmnist test docs docs-gen ui clean-quick
 
 LOCK := requirements.lock
 # Fashion-MNIST on a bare machine: found, else the Debian package (root or sudo), else downloaded
@@ -59,6 +59,12 @@ test: setup           ## the test suite (what CI runs), on every core; the real-
 docs: setup          ## the documentation site from docs/ into docs/_build/html (warnings are errors)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "open docs/_build/html/index.html"
+
+docs-gen: setup      ## docs/params.md from the schema, docs/results/<run>.md from each run in runs/ that has a record
+	$(BIN)/python -m pipeline.config.reference docs/params.md
+	@for run in runs/*/; do name=$$(basename $$run); \
+	  if [ -f $$run/provenance.json ]; then \
+	    $(BIN)/python -m pipeline.report.measured $$run docs/results/$$name || exit 1; fi; done
 
 ui:                   ## the MLflow UI over ./mlflow.db; prints the newest comparison's links first
 	$(BIN)/python -m pipeline.tracking.ui --uri sqlite:///mlflow.db --ui http://127.0.0.1:5000

@@ -86,6 +86,14 @@ def _pair(name: str, variants: list[str]) -> str:
     return name
 
 
+def _budget(study: dict, budget: str) -> str:
+    """``20 per class (200 images)``: the header with the labelled images the cells saw."""
+    labelled = {d.get("labelled") for by in study["top1"].values() for b, d in by.items()
+                if b == budget} - {None}
+    count = f" ({labelled.pop():,} labelled images)" if len(labelled) == 1 else ""
+    return budget_header(budget) + count
+
+
 def _machine(m: dict) -> str:
     gpus = ", ".join(m.get("gpus") or []) or "no GPU"
     return f"{m['cpu']}, {m['cores']} cores, {gpus}"
@@ -116,13 +124,13 @@ def render(snap: dict) -> str:
     tta = f" Test-time augmentation: {study['tta_views']}." if study.get("tta_views") else ""
     lines = [
         f"Test top-1 on {snap['dataset']} ({images} test images), in points: the mean over "
-        f"seeds {', '.join(map(str, study['seeds']))} with its interval in brackets ({basis})."
+        f"seeds {', '.join(map(str, study['seeds']))} with its interval in parentheses ({basis})."
         f"{tta}",
         "",
         f"Measured on {p['date']} at commit `{p['commit']}` on {_machine(p['machine'])}, by "
         f"`{p['command']}`: {p['wall_s']:.0f} s of wall time {run}.",
         "",
-        "| | " + " | ".join(budget_header(b) for b in budgets) + " |",
+        "| | " + " | ".join(_budget(study, b) for b in budgets) + " |",
         "|---|" + "---:|" * len(budgets),
     ]
     for label, by_budget, signed in rows:
@@ -156,7 +164,7 @@ def _seed_rows(snap: dict, budget: str, variants: list[str]) -> list[str]:
         return f"| {label} | " + " | ".join(cells) + " |"
 
     study = snap["study"]
-    lines = [f"| {budget_header(budget)} | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+    lines = [f"| {_budget(study, budget)} | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|" + "---:|" * len(seeds)]
     for pair in study["gain"]:
         lines.append(row(f"**gain**: {_pair(pair, variants)}", [gain(pair, s) for s in seeds],

@@ -48,7 +48,7 @@ def test_the_table_states_the_answer_and_what_made_it(tmp_path):
     made = lines[2]
     assert "`python -m pipeline.workspace --params p.yaml --dir d`" in made
     assert "123 s of wall time from an empty workspace" in made and "cores" in made
-    assert lines[4] == "| | 30 per class |"
+    assert lines[4] == "| | 30 per class (300 labelled images) |"
     # gain: finetune minus scratch, paired over the 3 seeds: +12.00 with its t interval
     diff = np.array(TOPS["finetune"]) - np.array(TOPS["scratch"])
     half = 4.302653 * diff.std(ddof=1) / np.sqrt(3)
@@ -58,7 +58,7 @@ def test_the_table_states_the_answer_and_what_made_it(tmp_path):
     assert "| top-1: scratch | 60.00 (" in text
     assert "| top-1 with test-time augmentation: finetune | 77.00 (" in text
     # seed by seed: the paired differences and each variant's top-1
-    assert "| 30 per class | seed 0 | seed 1 | seed 2 |" in lines
+    assert "| 30 per class (300 labelled images) | seed 0 | seed 1 | seed 2 |" in lines
     assert "| **gain**: finetune − scratch | +10.00 | +13.00 | +13.00 |" in lines
     assert "| top-1: scratch | 60.00 | 62.00 | 58.00 |" in lines
 
@@ -111,3 +111,15 @@ def test_the_tuned_arms_gain_and_what_tuning_changed_are_shown_seed_by_seed(tmp_
     assert "| tuned minus fixed gain: finetune − scratch | +9.00 | +12.00 | +9.00 |" in lines
     assert any(line.startswith("| tuned minus fixed gain: finetune − scratch | +10.00 (")
                for line in lines)
+
+
+def test_the_readme_quotes_the_quick_runs_gains_as_measured():
+    """The README's answer is the generated quick-run table's, to the digit shown."""
+    snap = json.loads((ROOT / "docs" / "results" / "quick.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    for kind in ("gain", "gain_shift"):
+        for by_budget in snap["study"][kind].values():
+            for iv in by_budget.values():
+                row = (f"{100 * iv['mean']:+.1f} ± {100 * iv['half_width']:.1f}",
+                       f"{100 * iv['low']:.1f} to {100 * iv['high']:.1f}")
+                assert all(part in readme for part in row), row
