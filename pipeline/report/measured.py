@@ -18,18 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
 
 from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import RecordError
-from ..evaluation.stats import Interval
+from ..evaluation.stats import Interval, paired_difference
 from ..layout import RESULTS
 from ..provenance import read_record
 from .format import budget_header, interval_basis
 
-STUDY_KEYS = ("seeds", "budgets", "top1", "gain", "gain_shift", "tta_views", "tta_top1")
+STUDY_KEYS = ("seeds", "budgets", "top1", "gain", "gain_shift", "tta_views", "tta_top1",
+              "tta_effect")
 
 
 def _read_json(path: Path) -> dict:
@@ -42,9 +45,10 @@ def _read_json(path: Path) -> dict:
         raise RecordError(f"{path}: not valid JSON ({e}); run the evaluate stage again") from None
 
 
-def snapshot(run_dir: Path) -> dict:
+def snapshot(run_dir: Path, effects: Sequence[tuple[str, str]] = ()) -> dict:
     """What the table of ``run_dir`` is made from (RecordError, naming the file, when a part is
-    missing or the run record describes other results)."""
+    missing or the run record describes other results). ``effects``: pairs ``(a, b)`` of
+    variants of one arm whose paired difference ``b - a`` is a knob's effect (``make knobs``)."""
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     study = _read_json(run_dir / RESULTS / "study.json")
@@ -56,9 +60,16 @@ def snapshot(run_dir: Path) -> dict:
                           "directory (a workspace or the project root)") from None
     per_seed = [{"variant": c["variant"], "budget": str(c["budget"]), "seed": c["seed"],
                  "top1": c["top1"]} for c in cells.values()]
+    known = {c["variant"] for c in per_seed}
+    for a, b in effects:
+        if a not in known or b not in known:
+            raise RecordError(f"{run_dir / RESULTS / 'cells.json'}: no variant "
+                              f"{a if a not in known else b!r} for the effect {a}:{b} "
+                              f"(variants: {sorted(known)})")
     return {"provenance": record, "dataset": dataset,
             "test_images": sorted({c["test_images"] for c in cells.values()}),
-            "study": {k: study[k] for k in STUDY_KEYS if k in study}, "cells": per_seed}
+            "study": {k: study[k] for k in STUDY_KEYS if k in study}, "cells": per_seed,
+            "effects": [list(e) for e in effects]}
 
 
 def _interval(d: dict) -> Interval:
@@ -86,6 +97,21 @@ def _pair(name: str, variants: list[str]) -> str:
     return name
 
 
+def _effect(snap: dict, a: str, b: str) -> dict[str, dict]:
+    """``b - a`` per budget, paired seed by seed over the seeds both have (Student's t; one
+    seed: the difference alone), as the study's intervals are written."""
+    top = {(c["variant"], c["budget"], c["seed"]): c["top1"] for c in snap["cells"]}
+    out = {}
+    for budget in snap["study"]["budgets"]:
+        seeds = sorted(s for v, bu, s in top if v == a and bu == budget
+                       and (b, budget, s) in top)
+        if seeds:
+            iv = paired_difference([top[(a, budget, s)] for s in seeds],
+                                   [top[(b, budget, s)] for s in seeds])
+            out[budget] = asdict(iv)
+    return out
+
+
 def _budget(study: dict, budget: str) -> str:
     """``20 per class (200 images)``: the header with the labelled images the cells saw."""
     labelled = {d.get("labelled") for by in study["top1"].values() for b, d in by.items()
@@ -111,8 +137,12 @@ def render(snap: dict) -> str:
         rows.append((f"tuned minus fixed gain: {_pair(pair, variants)}", by_budget, True))
     for variant, by_budget in study["top1"].items():
         rows.append((f"top-1: {variant}", by_budget, False))
+    for a, b in snap.get("effects", []):
+        rows.append((f"**effect**: {b} − {a}", _effect(snap, a, b), True))
     for variant, by_budget in study.get("tta_top1", {}).items():
         rows.append((f"top-1 with test-time augmentation: {variant}", by_budget, False))
+    for variant, by_budget in study.get("tta_effect", {}).items():
+        rows.append((f"effect of test-time augmentation: {variant}", by_budget, True))
     single = [_interval(d) for _, by, signed in rows if not signed for d in by.values()]
     basis = interval_basis(single, paired=False)
     if any(_interval(d).method != "single" for _, by, signed in rows if signed
@@ -172,15 +202,24 @@ def _seed_rows(snap: dict, budget: str, variants: list[str]) -> list[str]:
     for pair in study.get("gain_shift", {}):
         lines.append(row(f"tuned minus fixed gain: {_pair(pair, variants)}",
                          [shift(pair, s) for s in seeds], True))
+    for a, b in snap.get("effects", []):
+        lines.append(row(f"**effect**: {b} − {a}",
+                         [None if (a, s) not in top or (b, s) not in top
+                          else top[(b, s)] - top[(a, s)] for s in seeds], True))
     for variant in study["top1"]:
         lines.append(row(f"top-1: {variant}", [top.get((variant, s)) for s in seeds], False))
     return lines
 
 
-def write(run_dir: Path, out: Path) -> tuple[Path, Path]:
-    """``<out>.json`` (the snapshot) and ``<out>.md`` (its table), each written atomically."""
-    snap = snapshot(run_dir)
+def write(run_dir: Path, out: Path, effects: Sequence[tuple[str, str]] = ()
+          ) -> tuple[Path, Path]:
+    """``<out>.json`` (the snapshot) and ``<out>.md`` (its table), each written atomically;
+    without ``effects``, those of the snapshot there before (a table keeps its knobs)."""
     out = Path(out)
+    before = out.with_suffix(".json")
+    if not effects and before.is_file():
+        effects = [tuple(e) for e in json.loads(before.read_text()).get("effects", [])]
+    snap = snapshot(run_dir, effects)
     return (atomic_write_json(out.with_suffix(".json"), snap),
             atomic_write_text(out.with_suffix(".md"), render(snap)))
 
@@ -200,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, nargs="?", help="a run's directory (runs/quick)")
     parser.add_argument("out", type=Path, nargs="?", help="docs/results/<name> (no suffix)")
+    parser.add_argument("--effect", action="append", default=[], metavar="A:B",
+                        help="a knob's effect, variant B minus variant A paired by seed "
+                             "(repeatable; kept in the snapshot for the next run)")
     parser.add_argument("--check", type=Path, metavar="DIR",
                         help="only check that DIR's tables are what their snapshots give")
     args = parser.parse_args(argv)
@@ -212,7 +254,13 @@ def main(argv: list[str] | None = None) -> None:
             return
         if args.run_dir is None or args.out is None:
             parser.error("give a run directory and the table's path without suffix")
-        for path in write(args.run_dir, args.out):
+        effects = []
+        for pair in args.effect:
+            a, sep, b = pair.partition(":")
+            if not (sep and a and b):
+                parser.error(f"--effect {pair!r}: give two variants as A:B")
+            effects.append((a, b))
+        for path in write(args.run_dir, args.out, effects):
             print(path)
     except RecordError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -123,3 +123,22 @@ def test_the_readme_quotes_the_quick_runs_gains_as_measured():
                 row = (f"{100 * iv['mean']:+.1f} ± {100 * iv['half_width']:.1f}",
                        f"{100 * iv['low']:.1f} to {100 * iv['high']:.1f}")
                 assert all(part in readme for part in row), row
+
+
+def test_a_knobs_effect_is_paired_seed_by_seed_and_kept_for_the_next_table(tmp_path, capsys):
+    tops = {**TOPS, "scratch-tuned": [0.61, 0.60, 0.59], "finetune-tuned": [0.80, 0.85, 0.81]}
+    run = _run(tmp_path / "run", tops)
+    record_run(run, "make knobs", 1.0, fresh=True)
+    out = tmp_path / "docs" / "knobs"
+    measured.main([str(run), str(out), "--effect", "scratch:scratch-tuned"])
+    lines = out.with_suffix(".md").read_text().splitlines()
+    assert any(line.startswith("| **effect**: scratch-tuned − scratch | +0.00 (")
+               for line in lines)
+    assert "| **effect**: scratch-tuned − scratch | +1.00 | -2.00 | +1.00 |" in lines
+    assert any(line.startswith("| effect of test-time augmentation: scratch | +5.00")
+               for line in lines)
+    measured.main([str(run), str(out)])  # no --effect: the snapshot's are kept
+    assert out.with_suffix(".md").read_text().splitlines() == lines
+    with pytest.raises(SystemExit) as exit_:
+        measured.main([str(run), str(tmp_path / "other"), "--effect", "scratch:nope"])
+    assert exit_.value.code == 2 and "no variant 'nope'" in capsys.readouterr().err
