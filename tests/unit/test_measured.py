@@ -113,16 +113,18 @@ def test_the_tuned_arms_gain_and_what_tuning_changed_are_shown_seed_by_seed(tmp_
                for line in lines)
 
 
-def test_the_readme_quotes_the_quick_runs_gains_as_measured():
-    """The README's answer is the generated quick-run table's, to the digit shown."""
+def test_the_readme_and_home_page_quote_the_quick_runs_gains_as_measured():
+    """The README's and the docs home page's answer is the generated quick-run table's, to the
+    digit shown."""
     snap = json.loads((ROOT / "docs" / "results" / "quick.json").read_text())
-    readme = (ROOT / "README.md").read_text()
-    for kind in ("gain", "gain_shift"):
-        for by_budget in snap["study"][kind].values():
-            for iv in by_budget.values():
-                row = (f"{100 * iv['mean']:+.1f} ± {100 * iv['half_width']:.1f}",
-                       f"{100 * iv['low']:.1f} to {100 * iv['high']:.1f}")
-                assert all(part in readme for part in row), row
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        text = page.read_text()
+        for kind in ("gain", "gain_shift"):
+            for by_budget in snap["study"][kind].values():
+                for iv in by_budget.values():
+                    row = (f"{100 * iv['mean']:+.1f} ± {100 * iv['half_width']:.1f}",
+                           f"{100 * iv['low']:.1f} to {100 * iv['high']:.1f}")
+                    assert all(part in text for part in row), (page.name, row)
 
 
 def test_a_knobs_effect_is_paired_seed_by_seed_and_kept_for_the_next_table(tmp_path, capsys):
