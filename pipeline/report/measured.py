@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -24,13 +25,18 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic import atomic_write_json, atomic_write_text
+from ..atomic import atomic_write, atomic_write_json, atomic_write_text
 from ..errors import RecordError
 from ..evaluation.stats import Interval, paired_difference
 from ..layout import RESULTS
-from ..provenance import read_record
+from ..provenance import digest, read_record
 from .format import budget_header, interval_basis
 
+# the report's lead figure, copied beside the table: the curve over budgets, or the dot plot
+FIGURES = {"curve.png": "Test top-1 against labelled images per class: a line per variant "
+                        "through its means, the 95% interval as a band",
+           "study.png": "Each variant's mean test top-1 with its 95% interval, and each "
+                        "fine-tuned/scratch pair's gain, paired seed by seed"}
 STUDY_KEYS = ("seeds", "budgets", "top1", "gain", "gain_shift", "tta_views", "tta_top1",
               "tta_effect")
 
@@ -166,6 +172,9 @@ def render(snap: dict) -> str:
     for label, by_budget, signed in rows:
         lines.append(f"| {label} | "
                      + " | ".join(_cell(by_budget.get(b), signed) for b in budgets) + " |")
+    if snap.get("figure"):
+        fig = snap["figure"]
+        lines += ["", f"![{fig['alt']}]({fig['file']})"]
     lines += ["", "Seed by seed (the gains paired: the same labelled images in the same order):"]
     for budget in budgets:
         lines += ["", *_seed_rows(snap, budget, variants)]
@@ -213,25 +222,38 @@ def _seed_rows(snap: dict, budget: str, variants: list[str]) -> list[str]:
 
 def write(run_dir: Path, out: Path, effects: Sequence[tuple[str, str]] = ()
           ) -> tuple[Path, Path]:
-    """``<out>.json`` (the snapshot) and ``<out>.md`` (its table), each written atomically;
-    without ``effects``, those of the snapshot there before (a table keeps its knobs)."""
+    """``<out>.json`` (the snapshot), ``<out>.md`` (its table) and ``<out>.png`` (the report's
+    lead figure, when the run has one), each written atomically; without ``effects``, those of
+    the snapshot there before (a table keeps its knobs)."""
     out = Path(out)
     before = out.with_suffix(".json")
     if not effects and before.is_file():
         effects = [tuple(e) for e in json.loads(before.read_text()).get("effects", [])]
     snap = snapshot(run_dir, effects)
+    written = []
+    for name, alt in FIGURES.items():
+        src = Path(run_dir, RESULTS, "report", "figures", name)
+        if src.is_file():
+            png = out.with_suffix(".png")
+            written.append(atomic_write(png, lambda tmp: shutil.copyfile(src, tmp)))
+            snap["figure"] = {"file": png.name, "alt": alt, "sha256": digest(png)}
+            break
     return (atomic_write_json(out.with_suffix(".json"), snap),
-            atomic_write_text(out.with_suffix(".md"), render(snap)))
+            atomic_write_text(out.with_suffix(".md"), render(snap)), *written)
 
 
 def check(directory: Path) -> list[str]:
-    """The tables in ``directory`` that are not what their snapshot renders to (or have none)."""
+    """The tables in ``directory`` that are not what their snapshot renders to (or have none),
+    and the figures that are not the ones the snapshot names."""
     stale = []
     for snap_file in sorted(Path(directory).glob("*.json")):
+        snap = json.loads(snap_file.read_text())
         table = snap_file.with_suffix(".md")
-        want = render(json.loads(snap_file.read_text()))
-        if not table.is_file() or table.read_text() != want:
+        if not table.is_file() or table.read_text() != render(snap):
             stale.append(str(table))
+        fig = snap.get("figure")
+        if fig and digest(snap_file.parent / fig["file"]) != fig["sha256"]:
+            stale.append(str(snap_file.parent / fig["file"]))
     return stale
 
 

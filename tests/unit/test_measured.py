@@ -83,6 +83,7 @@ def test_the_command_writes_the_snapshot_and_table_and_checks_them(tmp_path, cap
         json.loads(out.with_suffix(".json").read_text()))
     assert "some stages' outputs were already there" in out.with_suffix(".md").read_text()
     measured.main(["--check", str(out.parent)])
+    assert not out.with_suffix(".png").exists()  # the run drew no figure
     out.with_suffix(".md").write_text("edited by hand\n")
     with pytest.raises(SystemExit, match="stale"):
         measured.main(["--check", str(out.parent)])
@@ -144,3 +145,18 @@ def test_a_knobs_effect_is_paired_seed_by_seed_and_kept_for_the_next_table(tmp_p
     with pytest.raises(SystemExit) as exit_:
         measured.main([str(run), str(tmp_path / "other"), "--effect", "scratch:nope"])
     assert exit_.value.code == 2 and "no variant 'nope'" in capsys.readouterr().err
+
+
+def test_the_reports_lead_figure_goes_beside_the_table_and_is_checked(tmp_path):
+    run = _run(tmp_path / "run")
+    figures = run / "results" / "report" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "study.png").write_bytes(b"\x89PNG the dot plot")
+    record_run(run, "make quick", 1.0, fresh=True)
+    out = tmp_path / "docs" / "quick"
+    measured.write(run, out)
+    assert out.with_suffix(".png").read_bytes() == b"\x89PNG the dot plot"
+    assert "](quick.png)" in out.with_suffix(".md").read_text()
+    assert measured.check(out.parent) == []
+    out.with_suffix(".png").write_bytes(b"\x89PNG another figure")
+    assert measured.check(out.parent) == [str(out.with_suffix(".png"))]
