@@ -83,15 +83,20 @@ def _interval(d: dict) -> Interval:
                        if k in Interval.__dataclass_fields__ and k != "excludes_zero"})
 
 
+def _num(x: float, signed: bool = False) -> str:
+    """``+12.13``, ``−4.13``: two decimals, a true minus sign."""
+    return f"{x:{'+' if signed else ''}.2f}".replace("-", "\u2212")
+
+
 def _cell(d: dict | None, signed: bool) -> str:
-    """``+12.13 (5.26 to 19.00)`` in points; the mean alone without an interval."""
+    """``+12.13 [5.26, 19.00]`` in points; the mean alone without an interval."""
     if d is None:
         return "–"
     iv = _interval(d)
-    mean = f"{100 * iv.mean:{'+' if signed else ''}.2f}"
+    mean = _num(100 * iv.mean, signed)
     if iv.method == "single":
         return mean
-    return f"{mean} ({100 * iv.low:.2f} to {100 * iv.high:.2f})"
+    return f"{mean} [{_num(100 * iv.low)}, {_num(100 * iv.high)}]"
 
 
 def _pair(name: str, variants: list[str]) -> str:
@@ -146,9 +151,9 @@ def render(snap: dict) -> str:
     for a, b in snap.get("effects", []):
         rows.append((f"**effect**: {b} − {a}", _effect(snap, a, b), True))
     for variant, by_budget in study.get("tta_top1", {}).items():
-        rows.append((f"top-1 with test-time augmentation: {variant}", by_budget, False))
+        rows.append((f"top-1 with TTA: {variant}", by_budget, False))
     for variant, by_budget in study.get("tta_effect", {}).items():
-        rows.append((f"effect of test-time augmentation: {variant}", by_budget, True))
+        rows.append((f"TTA effect: {variant}", by_budget, True))
     single = [_interval(d) for _, by, signed in rows if not signed for d in by.values()]
     basis = interval_basis(single, paired=False)
     if any(_interval(d).method != "single" for _, by, signed in rows if signed
@@ -157,10 +162,11 @@ def render(snap: dict) -> str:
     images = "/".join(str(n) for n in snap["test_images"])
     run = "from an empty workspace (every stage ran)" if p["fresh"] else \
         "(some stages' outputs were already there)"
-    tta = f" Test-time augmentation: {study['tta_views']}." if study.get("tta_views") else ""
+    tta = (f" Test-time augmentation (TTA): {study['tta_views']}; its effect is TTA minus plain "
+           "top-1, paired seed by seed." if study.get("tta_views") else "")
     lines = [
         f"Test top-1 on {snap['dataset']} ({images} test images), in points: the mean over "
-        f"seeds {', '.join(map(str, study['seeds']))} with its interval in parentheses ({basis})."
+        f"seeds {', '.join(map(str, study['seeds']))} with its interval in brackets ({basis})."
         f"{tta}",
         "",
         f"Measured on {p['date']} at commit `{p['commit']}` on {_machine(p['machine'])}, by "
@@ -199,7 +205,7 @@ def _seed_rows(snap: dict, budget: str, variants: list[str]) -> list[str]:
         return None if fixed is None or tuned is None else tuned - fixed
 
     def row(label: str, values: list[float | None], signed: bool) -> str:
-        cells = ["–" if v is None else f"{v:{'+' if signed else ''}.2f}" for v in values]
+        cells = ["–" if v is None else _num(v, signed) for v in values]
         return f"| {label} | " + " | ".join(cells) + " |"
 
     study = snap["study"]

@@ -53,10 +53,10 @@ def test_the_table_states_the_answer_and_what_made_it(tmp_path):
     diff = np.array(TOPS["finetune"]) - np.array(TOPS["scratch"])
     half = 4.302653 * diff.std(ddof=1) / np.sqrt(3)
     gain = next(line for line in lines if line.startswith("| **gain**"))
-    assert gain == (f"| **gain**: finetune − scratch | +12.00 ({100 * (diff.mean() - half):.2f}"
-                    f" to {100 * (diff.mean() + half):.2f}) |")
-    assert "| top-1: scratch | 60.00 (" in text
-    assert "| top-1 with test-time augmentation: finetune | 77.00 (" in text
+    assert gain == (f"| **gain**: finetune − scratch | +12.00 [{100 * (diff.mean() - half):.2f}"
+                    f", {100 * (diff.mean() + half):.2f}] |")
+    assert "| top-1: scratch | 60.00 [" in text
+    assert "| top-1 with TTA: finetune | 77.00 [" in text
     # seed by seed: the paired differences and each variant's top-1
     assert "| 30 per class (300 labelled images) | seed 0 | seed 1 | seed 2 |" in lines
     assert "| **gain**: finetune − scratch | +10.00 | +13.00 | +13.00 |" in lines
@@ -110,7 +110,7 @@ def test_the_tuned_arms_gain_and_what_tuning_changed_are_shown_seed_by_seed(tmp_
     lines = measured.render(measured.snapshot(run)).splitlines()
     assert "| **gain**: finetune-tuned − scratch-tuned | +19.00 | +25.00 | +22.00 |" in lines
     assert "| tuned minus fixed gain: finetune − scratch | +9.00 | +12.00 | +9.00 |" in lines
-    assert any(line.startswith("| tuned minus fixed gain: finetune − scratch | +10.00 (")
+    assert any(line.startswith("| tuned minus fixed gain: finetune − scratch | +10.00 [")
                for line in lines)
 
 
@@ -135,10 +135,10 @@ def test_a_knobs_effect_is_paired_seed_by_seed_and_kept_for_the_next_table(tmp_p
     out = tmp_path / "docs" / "knobs"
     measured.main([str(run), str(out), "--effect", "scratch:scratch-tuned"])
     lines = out.with_suffix(".md").read_text().splitlines()
-    assert any(line.startswith("| **effect**: scratch-tuned − scratch | +0.00 (")
+    assert any(line.startswith("| **effect**: scratch-tuned − scratch | +0.00 [")
                for line in lines)
-    assert "| **effect**: scratch-tuned − scratch | +1.00 | -2.00 | +1.00 |" in lines
-    assert any(line.startswith("| effect of test-time augmentation: scratch | +5.00")
+    assert "| **effect**: scratch-tuned − scratch | +1.00 | \u22122.00 | +1.00 |" in lines
+    assert any(line.startswith("| TTA effect: scratch | +5.00")
                for line in lines)
     measured.main([str(run), str(out)])  # no --effect: the snapshot's are kept
     assert out.with_suffix(".md").read_text().splitlines() == lines
