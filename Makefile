@@ -40,7 +40,7 @@ study: setup          ## the offline data-efficiency study (params.study.yaml): 
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.study.yaml --dir runs/study
 
-knobs: setup          ## issue 16's knobs on the quick data, 5 seeds, paired (params.knobs.yaml; runs/knobs): ~15 min
+knobs: setup          ## the practitioner's knobs on the quick data, 5 seeds, paired (params.knobs.yaml; runs/knobs): ~12 min
 	$(FASHION_MNIST) --raw runs/knobs/data/raw
 	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db \
 	  $(BIN)/python -m pipeline.workspace --params params.knobs.yaml --dir runs/knobs

@@ -155,7 +155,7 @@ def test_fine_tuning_starts_from_a_model_file_of_ours(tmp_path):
                 assert torch.equal(v, want[k]), k
 
 
-# the config keys the checkpoint families added (issue 17); files written before have none
+# the config keys the checkpoint families added; files written before them have none
 NEW_KEYS = ("class_token", "global_pool", "fc_norm", "reg_tokens", "no_embed_class",
             "layer_scale", "pre_norm", "act")
 
