@@ -108,10 +108,12 @@ class PrepareParams(Strict):
     """Cap on the train+val pool (seeded, stratified); ``null``: all of it."""
     max_test: PosInt | None
     """Cap on the test split (seeded, stratified); ``null``: all of it."""
-    budgets: Annotated[list[Budget], Field(min_length=1)] = ["all"]
-    """Label budgets, labelled training images per class (``all``: the whole training split).
-    Each variant is trained at every budget on a stratified subset, nested in the larger
-    budgets' subsets for the same seed; the validation and test splits are shared by all."""
+    budgets: Annotated[list[Budget], Field(min_length=1)]
+    """Label budgets, labelled training images per class (``all``: the whole training split;
+    ``[all]``: one comparison on every labelled image). Each variant is trained at every budget
+    on a stratified subset, nested in the larger budgets' subsets for the same seed; the
+    validation and test splits are shared by all. Required: ``dvc.yaml`` expands the training
+    stages from it."""
 
     @model_validator(mode="after")
     def _unique_budgets(self) -> PrepareParams:
@@ -192,10 +194,10 @@ class Params(Strict):
     """Variants fine-tuned from ``pretrained`` weights, by name (unique across both arms)."""
     evaluate: EvaluateParams
     """How the cells are tested and registered."""
-    tune: TuneParams = TuneParams()
-    """Hyperparameter searches per arm and variant (docs/tuning.md). Every params file needs the
-    section, empty or not (``tune: {scratch: {}, finetune: {}}``): DVC expands its stages from
-    it."""
+    tune: TuneParams
+    """Hyperparameter searches per arm and variant (docs/tuning.md). Required, empty or not
+    (``tune: {scratch: {}, finetune: {}}``: no searches): ``dvc.yaml`` expands the search stages
+    from it."""
 
     @model_validator(mode="after")
     def _variants(self) -> Params:
@@ -274,6 +276,8 @@ def _format(err: ValidationError, source: str) -> str:
         key = _key(e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (typo?); value {e['input']!r}")
+        elif e["type"] == "missing" and isinstance(e["input"], dict):
+            lines.append(f"  {key}: missing; a required key (docs/params.md)")
         else:
             allowed = e["msg"].removeprefix("Value error, ")
             lines.append(f"  {key}: {allowed}; got {e['input']!r}")

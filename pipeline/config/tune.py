@@ -157,10 +157,10 @@ class SearchParams(Strict):
 class TuneParams(Strict):
     """The searches, per arm; a variant not listed trains its recipe only."""
 
-    scratch: dict[Name, SearchParams] = {}
-    """Searches over ``scratch`` variants, by variant name."""
-    finetune: dict[Name, SearchParams] = {}
-    """Searches over ``finetune`` variants, by variant name."""
+    scratch: dict[Name, SearchParams]
+    """Searches over ``scratch`` variants, by variant name (``{}``: none)."""
+    finetune: dict[Name, SearchParams]
+    """Searches over ``finetune`` variants, by variant name (``{}``: none)."""
 
     def searches(self) -> list[tuple[str, str, SearchParams]]:
         """``(arm, variant, search)`` for every search, scratch first, in params order."""

@@ -46,7 +46,15 @@ def test_unknown_key_is_a_typo_error_with_its_path():
 
 def test_missing_key_is_an_error_not_a_silent_default():
     msg = _error(lambda d: d["finetune"]["finetune_b16"].pop("freeze_epochs"))
-    assert "finetune.finetune_b16.freeze_epochs: Field required" in msg
+    assert "finetune.finetune_b16.freeze_epochs: missing; a required key" in msg
+
+
+@pytest.mark.parametrize("drop", [lambda d: d["prepare"].pop("budgets"), lambda d: d.pop("tune"),
+                                  lambda d: d["tune"].pop("finetune")])
+def test_what_dvc_yaml_expands_from_is_required(drop):
+    """dvc.yaml's matrices read prepare.budgets, tune.scratch and tune.finetune from the file
+    itself, so a default in the schema would pass the check and fail DVC's parse."""
+    assert "missing; a required key" in _error(drop)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +92,7 @@ def test_missing_key_is_an_error_not_a_silent_default():
         (lambda d: d["pretrained"]["b16_in21k"].update(source="file"),
          "pretrained.b16_in21k: source 'file' needs path"),
         (lambda d: d["pretrained"]["b16_in21k"].update(pretrain={"dataset": "digits"}),
-         "pretrained.b16_in21k.pretrain.val_fraction: Field required"),
+         "pretrained.b16_in21k.pretrain.val_fraction: missing; a required key"),
         (lambda d: d["finetune"]["finetune_b16"].update(pretrained="b16_in1k"),
          "finetune.finetune_b16.pretrained: 'b16_in1k' is not a key of pretrained "
          "(['b16_in21k', 's16_in21k'])"),
@@ -93,7 +101,7 @@ def test_missing_key_is_an_error_not_a_silent_default():
         (lambda d: d["scratch"].update({"ti 4": d["scratch"]["scratch_ti4"]}),
          "scratch.ti 4.[key]: String should match pattern"),
         (lambda d: d["scratch"]["scratch_ti4"]["augment"].update(randaugment={"num_ops": 2}),
-         "scratch.scratch_ti4.augment.randaugment.magnitude: Field required"),
+         "scratch.scratch_ti4.augment.randaugment.magnitude: missing; a required key"),
         (lambda d: d["scratch"]["scratch_ti4"]["train"].update(ema_decay=1.0),
          "scratch.scratch_ti4.train.ema_decay: Input should be less than 1"),
         (lambda d: d.update(scratch={}, finetune={}),

@@ -98,8 +98,8 @@ def test_a_choice_applies_to_the_recipe_and_a_short_trial_compresses_its_schedul
         apply_overrides(ft, {"train.nope": 1})
 
 
-def test_no_tune_section_means_no_searches():
+def test_an_empty_tune_section_means_no_searches():
     data = _real()
-    del data["tune"]
+    data["tune"] = {"scratch": {}, "finetune": {}}
     params = parse_params(data)
     assert params.tune.searches() == [] and params.trained_variants == params.variants
