@@ -293,3 +293,18 @@ def test_model_options_default_to_the_papers_vit_and_reach_the_config():
     cfg = parse_params(d).finetune["finetune_b16"].model.vit_config(num_classes=10)
     assert (cfg.pre_norm, cfg.act, cfg.layer_norm_eps, cfg.fc_norm) == \
         (True, "quick_gelu", 1e-5, None)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ROOT.glob("params*.yaml")))
+def test_every_key_dvc_yaml_interpolates_is_written_in_each_params_file(name):
+    """DVC fills dvc.yaml's ${...} from the params file as written, not from the schema's
+    defaults: each one must be there, or `dvc repro` cannot even parse the DAG."""
+    refs = set(re.findall(r"\$\{([a-z_.]+)\}", (ROOT / "dvc.yaml").read_text()))
+    refs = {r for r in refs if not r.startswith(("item.", "key"))}
+    assert refs, "dvc.yaml interpolates no params?"
+    raw = yaml.safe_load((ROOT / name).read_text())
+    for ref in sorted(refs):
+        node = raw
+        for part in ref.split("."):
+            assert isinstance(node, dict) and part in node, f"{name}: {ref} is not written"
+            node = node[part]
