@@ -80,11 +80,12 @@ class BaseParams(Strict):
     seed: Seed
     """Seed of the validation split (the same for every cell) and of pretraining done here
     (once, whatever the seeds)."""
-    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
+    seeds: Annotated[list[Seed], Field(min_length=1)]
     """Every scratch and fine-tune variant is trained once per seed at each budget, one cell
     each: the seed sets the initialisation, the data order, the augmentation and, under a
     budget, which images are labelled. A scratch and a fine-tune cell with the same seed see the
-    same labelled images (paired)."""
+    same labelled images (paired). Required: the training stages depend on it in ``dvc.yaml``
+    (``[0]``: one seed)."""
     dataset: Dataset
     """The downstream dataset the variants are trained and tested on."""
     mlflow_experiment: Annotated[str, Field(min_length=1)]

@@ -50,10 +50,12 @@ def test_missing_key_is_an_error_not_a_silent_default():
 
 
 @pytest.mark.parametrize("drop", [lambda d: d["prepare"].pop("budgets"), lambda d: d.pop("tune"),
-                                  lambda d: d["tune"].pop("finetune")])
+                                  lambda d: d["tune"].pop("finetune"),
+                                  lambda d: d["base"].pop("seeds")])
 def test_what_dvc_yaml_expands_from_is_required(drop):
-    """dvc.yaml's matrices read prepare.budgets, tune.scratch and tune.finetune from the file
-    itself, so a default in the schema would pass the check and fail DVC's parse."""
+    """dvc.yaml's matrices read prepare.budgets, tune.scratch and tune.finetune, and its training
+    stages depend on base.seeds, from the file itself: a default in the schema would pass the
+    check and fail in DVC."""
     assert "missing; a required key" in _error(drop)
 
 
@@ -297,9 +299,12 @@ def test_model_options_default_to_the_papers_vit_and_reach_the_config():
 
 @pytest.mark.parametrize("name", sorted(p.name for p in ROOT.glob("params*.yaml")))
 def test_every_key_dvc_yaml_interpolates_is_written_in_each_params_file(name):
-    """DVC fills dvc.yaml's ${...} from the params file as written, not from the schema's
-    defaults: each one must be there, or `dvc repro` cannot even parse the DAG."""
-    refs = set(re.findall(r"\$\{([a-z_.]+)\}", (ROOT / "dvc.yaml").read_text()))
+    """DVC fills dvc.yaml's ${...} and reads each stage's params deps from the params file as
+    written, not from the schema's defaults: each must be there, or `dvc repro` stops."""
+    text = (ROOT / "dvc.yaml").read_text()
+    refs = set(re.findall(r"\$\{([a-z_.]+)\}", text))  # the matrices' and commands' values
+    for stage in yaml.safe_load(text)["stages"].values():  # and each stage's params deps
+        refs |= {p for p in stage.get("params", []) if isinstance(p, str) and "${" not in p}
     refs = {r for r in refs if not r.startswith(("item.", "key"))}
     assert refs, "dvc.yaml interpolates no params?"
     raw = yaml.safe_load((ROOT / name).read_text())
