@@ -156,17 +156,19 @@ def render(snap: dict) -> str:
         rows.append((f"TTA effect: {variant}", by_budget, True))
     single = [_interval(d) for _, by, signed in rows if not signed for d in by.values()]
     basis = interval_basis(single, paired=False)
-    if any(_interval(d).method != "single" for _, by, signed in rows if signed
-           for d in by.values()):
-        basis += "; the gains paired seed by seed"
-    images = "/".join(str(n) for n in snap["test_images"])
+    if study["gain"] or snap.get("effects"):
+        basis += "; the gains and effects paired seed by seed"
+    images = "/".join(f"{n:,}" for n in snap["test_images"])
+    seeds = study["seeds"]
+    over = (f"the mean over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1
+            else f"one run (seed {seeds[0]})")
     run = "from an empty workspace (every stage ran)" if p["fresh"] else \
         "(some stages' outputs were already there)"
     tta = (f" Test-time augmentation (TTA): {study['tta_views']}; its effect is TTA minus plain "
            "top-1, paired seed by seed." if study.get("tta_views") else "")
     lines = [
-        f"Test top-1 on {snap['dataset']} ({images} test images), in points: the mean over "
-        f"seeds {', '.join(map(str, study['seeds']))} with its interval in brackets ({basis})."
+        f"Test top-1 on {snap['dataset']} ({images} test images), in points: {over} with its "
+        f"interval in brackets ({basis})."
         f"{tta}",
         "",
         f"Measured on {p['date']} at commit `{p['commit']}` on {_machine(p['machine'])}, by "
@@ -181,9 +183,11 @@ def render(snap: dict) -> str:
     if snap.get("figure"):
         fig = snap["figure"]
         lines += ["", f"![{fig['alt']}]({fig['file']})"]
-    lines += ["", "Seed by seed (the gains paired: the same labelled images in the same order):"]
-    for budget in budgets:
-        lines += ["", *_seed_rows(snap, budget, variants)]
+    if len(seeds) > 1:
+        lines += ["", "Seed by seed (a scratch and a fine-tune cell of one seed saw the same "
+                  "labelled images in the same order):"]
+        for budget in budgets:
+            lines += ["", *_seed_rows(snap, budget, variants)]
     return "\n".join(lines) + "\n"
 
 
@@ -237,11 +241,14 @@ def write(run_dir: Path, out: Path, effects: Sequence[tuple[str, str]] = ()
         effects = [tuple(e) for e in json.loads(before.read_text()).get("effects", [])]
     snap = snapshot(run_dir, effects)
     written = []
+    one_dot = len(snap["study"]["top1"]) == 1 and len(snap["study"]["budgets"]) == 1
     for name, alt in FIGURES.items():
         src = Path(run_dir, RESULTS, "report", "figures", name)
-        if src.is_file():
+        if src.is_file() and not one_dot:  # one variant at one budget: the table says it all
             png = out.with_suffix(".png")
             written.append(atomic_write(png, lambda tmp: shutil.copyfile(src, tmp)))
+            if not snap["study"]["gain"]:
+                alt = alt.split(", and each")[0]  # one arm: the figure has no gains
             snap["figure"] = {"file": png.name, "alt": alt, "sha256": digest(png)}
             break
     return (atomic_write_json(out.with_suffix(".json"), snap),

@@ -214,14 +214,18 @@ def expected_max_figure(study: Study) -> Figure:
 def dot_figure(study: Study, colors_by_variant: Mapping[str, object]) -> Figure:
     """The study at its one label budget: left, each variant's mean test top-1 (%) as a dot with
     its 95% interval as a bar (gids ``"dot:<variant>"``, ``"bar:<variant>"``); right, each
-    pair's gain (points) the same way, a dashed line at 0 (``"dot:<ft> − <scratch>"``). Variants and pairs top down in
-    study order; filled gain dots where the interval excludes 0."""
+    pair's gain (points) the same way, a dashed line at 0 (``"dot:<ft> − <scratch>"``), left out
+    when there is no pair. Variants and pairs top down in study order; filled gain dots where the
+    interval excludes 0."""
     (budget,) = study.budgets
     variants = list(dict.fromkeys(a.variant for a in study.aggregates))
     pairs = [g for g in study.gains if g.budget == budget]
     rows = max(len(variants), len(pairs), 1)
-    fig = figure(10.0, 1.3 + 0.45 * rows)
-    left, right = fig.subplots(1, 2, gridspec_kw={"wspace": 0.08})
+    fig = figure(10.0 if pairs else 5.5, 1.3 + 0.45 * rows)
+    if pairs:
+        left, right = fig.subplots(1, 2, gridspec_kw={"wspace": 0.08})
+    else:  # no fine-tuned/scratch pair (one arm only): no gain panel
+        left, right = fig.subplots(1, 1), None
     fallback = iter(colormaps["tab10"](i % 10) for i in range(len(variants)))
 
     def dots(ax: Axes, items: list[tuple[str, Interval, object, bool]]) -> None:
@@ -245,6 +249,8 @@ def dot_figure(study: Study, colors_by_variant: Mapping[str, object]) -> Figure:
     left.set_title(f"Test accuracy ({budget_words(budget)})\n"
                    + interval_basis([a.top1 for a in study.aggregates], paired=False, sep="\n"),
                    fontsize=10)
+    if right is None:
+        return fig
     palette = colormaps["Dark2"]
     right.axvline(0.0, color="black", lw=1.0, ls="--")
     dots(right, [(f"{g.finetune} − {g.scratch}", g.diff, palette(i % 8), g.diff.excludes_zero)

@@ -169,3 +169,18 @@ def test_the_readme_quotes_the_studys_tuned_gains_as_measured():
     for iv in tuned.values():
         quoted = f"{100 * iv['mean']:+.1f} (CI {100 * iv['low']:.1f} to {100 * iv['high']:.1f})"
         assert quoted in readme, quoted
+
+
+def test_one_run_of_one_arm_reads_as_one_run(tmp_path):
+    run = _run(tmp_path, {"scratch": [0.61]})
+    record_run(run, "make fmnist", 1.0, fresh=True)
+    lines = measured.render(measured.snapshot(run)).splitlines()
+    assert "in points: one run (seed 0) with its interval in brackets" in lines[0]
+    assert "bootstrap over test images" in lines[0] and "paired" not in lines[0].split("(TTA)")[0]
+    assert not [line for line in lines if "seed 0 |" in line]  # no seed-by-seed table
+    figures = run / "results" / "report" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "study.png").write_bytes(b"\x89PNG one dot")
+    out = tmp_path / "docs" / "fmnist"
+    measured.write(run, out)
+    assert not out.with_suffix(".png").exists()  # one variant at one budget: no figure

@@ -697,6 +697,16 @@ def test_one_budget_is_drawn_as_dots_with_their_intervals(study):
     assert {n for n, _, _ in study_figures(study, {}, 10)} == {"curve.png", "gain.png"}
 
 
+def test_one_arm_at_one_budget_has_no_empty_gain_panel():
+    scratch_only = summarise([c for c in study_cells()
+                              if c.budget == "100" and c.kind == "scratch"])
+    assert scratch_only.gains == ()
+    ((name, fig, _),) = study_figures(scratch_only, {}, 10)
+    assert name == "study.png" and len(fig.axes) == 1
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["scratch_ti4"]
+    png_bytes(fig)
+
+
 def test_gain_figure_plots_the_gains_and_zero(study):
     fig = gain_figure(study, num_classes=10)
     ax = fig.axes[0]
