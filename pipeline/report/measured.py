@@ -5,9 +5,12 @@ seeds), the test split's size from ``results/cells.json``, the dataset from its 
 and its record ``provenance.json`` (:mod:`pipeline.provenance`: commit, date, machine, command,
 wall time) go into a snapshot ``<out>.json``; the table ``<out>.md`` is rendered from the
 snapshot alone, so that a test can check that every table in ``docs/results/`` is what its
-snapshot gives (:func:`check`)::
+snapshot gives (:func:`check`). The report's lead figure goes beside it as ``<out>.png`` (its
+hash in the snapshot), unless the run is one variant at one budget. ``--effect A:B`` adds a
+knob's effect, variant B minus variant A paired by seed; the snapshot keeps the pairs::
 
     python -m pipeline.report.measured runs/quick docs/results/quick
+    python -m pipeline.report.measured runs/knobs docs/results/knobs --effect scratch:scratch_ra3
     python -m pipeline.report.measured --check docs/results
 
 The docs pages include the tables (MyST ``{include}``); nothing in them is typed by hand.
