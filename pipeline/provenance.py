@@ -17,7 +17,6 @@ the record describes (``dvc exp run`` changes the results and not the record).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -31,13 +30,15 @@ from pathlib import Path
 
 from .atomic import atomic_write_json
 from .errors import RecordError
+from .hashing import file_sha256
 
 PROJECT = Path(__file__).resolve().parent.parent
 RUN_RECORD = "provenance.json"
 CELLS = Path("results", "cells.json")
 
 
-def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``git <args>`` in ``cwd``, its output captured (the caller reads the return code)."""
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
 
 
@@ -45,10 +46,10 @@ def project_revision(project: Path = PROJECT) -> str:
     """The project's commit (``+dirty`` with uncommitted changes), or ``unknown`` outside git."""
     if shutil.which("git") is None:
         return "unknown"
-    rev = _git(project, "rev-parse", "--short", "HEAD")
+    rev = git(project, "rev-parse", "--short", "HEAD")
     if rev.returncode:
         return "unknown"
-    dirty = _git(project, "status", "--porcelain", "--untracked-files=no").stdout.strip()
+    dirty = git(project, "status", "--porcelain", "--untracked-files=no").stdout.strip()
     return rev.stdout.strip() + ("+dirty" if dirty else "")
 
 
@@ -93,7 +94,8 @@ def machine() -> dict:
 
 
 def digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    """The file's SHA-256, or None when there is no such file."""
+    return file_sha256(path) if path.is_file() else None
 
 
 def record_run(run_dir: Path, command: str, wall_s: float, fresh: bool,
@@ -114,24 +116,30 @@ def read_record(run_dir: Path) -> dict:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         raise RecordError(f"{path}: no run record; run the pipeline with `python -m "
-                            "pipeline.workspace` or `python -m pipeline.provenance -- dvc "
-                            "repro`, which write it") from None
+                          "pipeline.workspace` or `python -m pipeline.provenance -- dvc "
+                          "repro`, which write it") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RecordError(f"{path}: not a run record ({e}); run the pipeline again") from None
     if not isinstance(record, dict) or "cells" not in record:
         raise RecordError(f"{path}: not a run record (no 'cells'); run the pipeline again")
     if record["cells"] != digest(Path(run_dir, CELLS)):
         raise RecordError(f"{path}: recorded for other results than {Path(run_dir, CELLS)} "
-                            "(changed since, e.g. by `dvc exp run`); run the pipeline again "
-                            "through the command that writes the record")
+                          "(changed since, e.g. by `dvc exp run`); run the pipeline again "
+                          "through the command that writes the record")
     return record
 
 
-def timed(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[int, float]:
-    """Run ``argv`` in ``cwd``; its exit code and wall seconds."""
+def run_recorded(argv: list[str], run_dir: Path, command: str | None = None,
+                 env: dict | None = None) -> int:
+    """Run ``argv`` in ``run_dir``; when it succeeds, record it (as ``command``, the way it was
+    typed; ``argv`` by default) with its wall time and whether ``run_dir`` had no ``dvc.lock``
+    before. Its exit code."""
+    fresh = not (Path(run_dir) / "dvc.lock").exists()
     start = time.perf_counter()
-    code = subprocess.run(argv, cwd=cwd, env=env).returncode
-    return code, time.perf_counter() - start
+    code = subprocess.run(argv, cwd=run_dir, env=env).returncode
+    if code == 0:
+        record_run(run_dir, command or shlex.join(argv), time.perf_counter() - start, fresh)
+    return code
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,11 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dir", type=Path, default=Path("."), help="the run's directory [.]")
     parser.add_argument("command", nargs="+", help="the command, after --")
     args = parser.parse_args(argv)
-    fresh = not (args.dir / "dvc.lock").exists()
-    code, wall = timed(args.command, args.dir)
-    if code == 0:
-        record_run(args.dir, shlex.join(args.command), wall, fresh)
-    sys.exit(code)
+    sys.exit(run_recorded(args.command, args.dir))
 
 
 if __name__ == "__main__":

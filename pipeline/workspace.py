@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from .config import load_params
-from .provenance import project_revision, record_run, timed
+from .provenance import git, project_revision, run_recorded
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -58,10 +58,6 @@ DVC_GITIGNORE = "/config.local\n/tmp\n/cache\n"  # what `dvc init` writes into .
 IDENTITY = {"user.name": "vit-pipeline workspace", "user.email": "workspace@localhost"}
 
 
-def _git(dest: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=dest, capture_output=True, text=True, check=False)
-
-
 def _dvc(dest: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "dvc", *args], cwd=dest, check=True)
 
@@ -70,10 +66,10 @@ def _init_repos(dest: Path) -> None:
     """``dest`` as a git repository (with a committer of its own where git has none) and a DVC
     project in it; a DVC project made without git (``core.no_scm``) is switched over."""
     if not (dest / ".git").exists():
-        _git(dest, "init", "-q", "-b", "main").check_returncode()
+        git(dest, "init", "-q", "-b", "main").check_returncode()
     for key, value in IDENTITY.items():  # DVC's experiments commit: they need a committer
-        if not _git(dest, "config", key).stdout.strip():
-            _git(dest, "config", key, value).check_returncode()
+        if not git(dest, "config", key).stdout.strip():
+            git(dest, "config", key, value).check_returncode()
     ignore = dest / ".gitignore"
     if not ignore.exists():
         ignore.write_text(GITIGNORE)
@@ -89,10 +85,10 @@ def _init_repos(dest: Path) -> None:
 def commit_workspace(dest: Path, message: str) -> bool:
     """Commit everything git tracks in ``dest`` (params, ``dvc.lock``, code, the results);
     False when nothing changed."""
-    _git(dest, "add", "-A").check_returncode()
-    if not _git(dest, "status", "--porcelain").stdout.strip():
+    git(dest, "add", "-A").check_returncode()
+    if not git(dest, "status", "--porcelain").stdout.strip():
         return False
-    _git(dest, "commit", "-q", "-m", message).check_returncode()
+    git(dest, "commit", "-q", "-m", message).check_returncode()
     return True
 
 
@@ -106,7 +102,7 @@ def make_workspace(dest: Path, params_file: Path, project: Path = PROJECT) -> Pa
     _copy_if_changed(project / "dvc.yaml", dest / "dvc.yaml")
     _copy_if_changed(Path(params_file), dest / "params.yaml")
     _init_repos(dest)
-    if _git(dest, "rev-parse", "--verify", "-q", "HEAD").returncode:
+    if git(dest, "rev-parse", "--verify", "-q", "HEAD").returncode:
         commit_workspace(dest, f"{Path(params_file).name} at {project_revision(project)}")
     return dest
 
@@ -125,12 +121,10 @@ def main() -> None:
     parser.add_argument("--dir", required=True, type=Path, help="workspace directory")
     args = parser.parse_args()
     dest = make_workspace(args.dir, args.params)
-    fresh = not (dest / "dvc.lock").exists()
-    code, wall = timed([sys.executable, "-m", "dvc", "repro"], dest, stage_env())
+    # the record names the command as typed, to run again
+    command = f"python -m pipeline.workspace --params {args.params} --dir {args.dir}"
+    code = run_recorded([sys.executable, "-m", "dvc", "repro"], dest, command, stage_env())
     if code == 0:
-        # the record names the command as typed, to run again
-        command = f"python -m pipeline.workspace --params {args.params} --dir {args.dir}"
-        record_run(dest, command, wall, fresh)
         commit_workspace(dest, f"dvc repro: {args.params.name} at {project_revision()}")
     sys.exit(code)
 
