@@ -4,7 +4,7 @@ The evaluate stage pairs every fine-tuned variant with every scratch variant (th
 gain). A knob measured as a variant of its own beside its recipe (``params.knobs.yaml``:
 ``scratch_ra3`` beside ``scratch``) is compared here the same way: per budget, the mean of
 ``b - a`` over the seeds both have, with its Student's t interval
-(:func:`pipeline.evaluation.stats.paired_difference`), from the cells in ``cells.json``.
+(:func:`pipeline.evaluation.stats.paired_by_seed`), from the cells in ``cells.json``.
 
     python benchmarks/paired.py runs/knobs/results/cells.json scratch:scratch_ra3 \
         finetune:finetune_lld
@@ -17,34 +17,18 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.evaluation.stats import format_interval, paired_difference
-
-
-def cells_by(cells: dict, variant: str) -> dict[str, dict[int, dict]]:
-    """``{budget: {seed: cell}}`` of one variant's cells in cells.json."""
-    out: dict[str, dict[int, dict]] = {}
-    for cell in cells.values():
-        if cell["variant"] == variant:
-            out.setdefault(str(cell["budget"]), {})[int(cell["seed"])] = cell
-    if not out:
-        known = sorted({c["variant"] for c in cells.values()})
-        raise SystemExit(f"no cells of variant {variant!r} in cells.json (it has {known})")
-    return out
+from pipeline.evaluation.stats import format_interval, paired_by_seed
 
 
 def compare(cells: dict, a: str, b: str, key: str = "top1") -> list[dict]:
-    """Per budget both have: ``b - a`` on ``key`` (a cell's metric), paired by seed."""
-    ca, cb = cells_by(cells, a), cells_by(cells, b)
-    rows = []
-    for budget in (x for x in ca if x in cb):
-        seeds = sorted(set(ca[budget]) & set(cb[budget]))
-        diff = paired_difference([ca[budget][s][key] for s in seeds],
-                                 [cb[budget][s][key] for s in seeds])
-        rows.append({"a": a, "b": b, "budget": budget, "seeds": seeds,
-                     "a_mean": sum(ca[budget][s][key] for s in seeds) / len(seeds),
-                     "b_mean": sum(cb[budget][s][key] for s in seeds) / len(seeds),
-                     "diff": diff})
-    return rows
+    """Per budget both have: ``b - a`` on ``key`` (a cell's metric), paired by seed
+    (:func:`pipeline.evaluation.stats.paired_by_seed`); an unknown variant stops with its name."""
+    known = {c["variant"] for c in cells.values()}
+    for variant in (a, b):
+        if variant not in known:
+            raise SystemExit(f"no cells of variant {variant!r} in cells.json (it has "
+                             f"{sorted(known)})")
+    return [{"a": a, "b": b, **row} for row in paired_by_seed(cells.values(), a, b, key)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ zero. Every function returns an :class:`Interval`, a frozen dataclass of plain P
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -132,6 +132,28 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
         raise ValueError(f"paired_difference needs one value per seed in each: a has {xa.size} "
                          f"values, b has {xb.size}")
     return _t_interval(xb - xa, _check_level(level), paired=True)
+
+
+def paired_by_seed(records: Iterable[Mapping], a: str, b: str, key: str = "top1",
+                   level: float = 0.95) -> list[dict]:
+    """``b - a`` on ``key`` per budget, paired over the seeds both variants have there, from
+    cell records (``variant``, ``budget``, ``seed`` and ``key``: ``cells.json``'s entries): per
+    budget of ``a`` (in its order) where ``b`` has a seed too, ``{"budget", "seeds", "a_mean",
+    "b_mean", "diff"}`` with ``diff`` the :func:`paired_difference`. What one knob does
+    (``scratch`` against ``scratch_ra3``), read off the cells as the gain is."""
+    by: dict[tuple[str, str], dict[int, float]] = {}
+    for r in records:
+        by.setdefault((r["variant"], str(r["budget"])), {})[int(r["seed"])] = r[key]
+    rows = []
+    for budget in dict.fromkeys(bu for v, bu in by if v == a):
+        va, vb = by[(a, budget)], by.get((b, budget), {})
+        seeds = sorted(set(va) & set(vb))
+        if seeds:
+            xa, xb = [va[s] for s in seeds], [vb[s] for s in seeds]
+            rows.append({"budget": budget, "seeds": seeds, "a_mean": float(np.mean(xa)),
+                         "b_mean": float(np.mean(xb)),
+                         "diff": paired_difference(xa, xb, level)})
+    return rows
 
 
 def _as_correct(correct: np.ndarray, what: str) -> np.ndarray:

@@ -22,7 +22,7 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,8 +30,8 @@ import yaml
 
 from ..atomic import atomic_write, atomic_write_json, atomic_write_text
 from ..errors import RecordError
-from ..evaluation.stats import Interval, paired_difference
-from ..layout import RESULTS
+from ..evaluation.stats import Interval, paired_by_seed
+from ..layout import RESULTS, TUNED_SUFFIX
 from ..provenance import digest, read_record
 from .format import budget_header, interval_basis
 
@@ -102,28 +102,63 @@ def _cell(d: dict | None, signed: bool) -> str:
     return f"{mean} [{_num(100 * iv.low)}, {_num(100 * iv.high)}]"
 
 
-def _pair(name: str, variants: list[str]) -> str:
-    """``finetune-tuned-scratch-tuned`` -> ``finetune-tuned − scratch-tuned``: split where both
-    sides are variants (names may hold ``-``)."""
-    for i, ch in enumerate(name):
-        if ch == "-" and name[:i] in variants and name[i + 1:] in variants:
-            return f"{name[:i]} − {name[i + 1:]}"
-    return name
+def _split(pair: str, variants: list[str]) -> tuple[str, str]:
+    """``finetune-tuned-scratch-tuned`` -> ``("finetune-tuned", "scratch-tuned")``: split where
+    both sides are variants (names may hold ``-``)."""
+    for i, ch in enumerate(pair):
+        if ch == "-" and pair[:i] in variants and pair[i + 1:] in variants:
+            return pair[:i], pair[i + 1:]
+    raise RecordError(f"the pair {pair!r} is not two of the study's variants ({variants})")
+
+
+Row = tuple[str, bool, dict, Callable[[str, int], float | None] | None]
+
+
+def _rows(snap: dict) -> list[Row]:
+    """Every row of the tables: its label, whether it is a difference (signed), its intervals
+    per budget, and its figure for (budget, seed) in points (None: a row of the main table
+    alone, as TTA's are)."""
+    study = snap["study"]
+    variants = list(study["top1"])
+    top = {(c["variant"], c["budget"], c["seed"]): 100 * c["top1"] for c in snap["cells"]}
+
+    def diff(b: str, a: str) -> Callable[[str, int], float | None]:
+        def at(budget: str, seed: int) -> float | None:
+            xa, xb = top.get((a, budget, seed)), top.get((b, budget, seed))
+            return None if xa is None or xb is None else xb - xa
+        return at
+
+    def shift(ft: str, sc: str) -> Callable[[str, int], float | None]:
+        fixed, tuned = diff(ft, sc), diff(ft + TUNED_SUFFIX, sc + TUNED_SUFFIX)
+
+        def at(budget: str, seed: int) -> float | None:
+            f, t = fixed(budget, seed), tuned(budget, seed)
+            return None if f is None or t is None else t - f
+        return at
+
+    rows: list[Row] = []
+    for pair, by_budget in study["gain"].items():
+        ft, sc = _split(pair, variants)
+        rows.append((f"**gain**: {ft} − {sc}", True, by_budget, diff(ft, sc)))
+    for pair, by_budget in study.get("gain_shift", {}).items():
+        ft, sc = _split(pair, variants)
+        rows.append((f"tuned minus fixed gain: {ft} − {sc}", True, by_budget, shift(ft, sc)))
+    for variant, by_budget in study["top1"].items():
+        rows.append((f"top-1: {variant}", False, by_budget,
+                     lambda budget, seed, v=variant: top.get((v, budget, seed))))
+    for a, b in snap.get("effects", []):
+        rows.append((f"**effect**: {b} − {a}", True, _effect(snap, a, b), diff(b, a)))
+    for variant, by_budget in study.get("tta_top1", {}).items():
+        rows.append((f"top-1 with TTA: {variant}", False, by_budget, None))
+    for variant, by_budget in study.get("tta_effect", {}).items():
+        rows.append((f"TTA effect: {variant}", True, by_budget, None))
+    return rows
 
 
 def _effect(snap: dict, a: str, b: str) -> dict[str, dict]:
     """``b - a`` per budget, paired seed by seed over the seeds both have (Student's t; one
     seed: the difference alone), as the study's intervals are written."""
-    top = {(c["variant"], c["budget"], c["seed"]): c["top1"] for c in snap["cells"]}
-    out = {}
-    for budget in snap["study"]["budgets"]:
-        seeds = sorted(s for v, bu, s in top if v == a and bu == budget
-                       and (b, budget, s) in top)
-        if seeds:
-            iv = paired_difference([top[(a, budget, s)] for s in seeds],
-                                   [top[(b, budget, s)] for s in seeds])
-            out[budget] = asdict(iv)
-    return out
+    return {r["budget"]: asdict(r["diff"]) for r in paired_by_seed(snap["cells"], a, b)}
 
 
 def _budget(study: dict, budget: str) -> str:
@@ -143,21 +178,8 @@ def render(snap: dict) -> str:
     """The Markdown table of one snapshot, with the sentence that says what made it."""
     p, study = snap["provenance"], snap["study"]
     budgets = study["budgets"]
-    variants = [*study["top1"], *(v + "-tuned" for v in study["top1"])]
-    rows: list[tuple[str, dict, bool]] = []
-    for pair, by_budget in study["gain"].items():
-        rows.append((f"**gain**: {_pair(pair, variants)}", by_budget, True))
-    for pair, by_budget in study.get("gain_shift", {}).items():
-        rows.append((f"tuned minus fixed gain: {_pair(pair, variants)}", by_budget, True))
-    for variant, by_budget in study["top1"].items():
-        rows.append((f"top-1: {variant}", by_budget, False))
-    for a, b in snap.get("effects", []):
-        rows.append((f"**effect**: {b} − {a}", _effect(snap, a, b), True))
-    for variant, by_budget in study.get("tta_top1", {}).items():
-        rows.append((f"top-1 with TTA: {variant}", by_budget, False))
-    for variant, by_budget in study.get("tta_effect", {}).items():
-        rows.append((f"TTA effect: {variant}", by_budget, True))
-    single = [_interval(d) for _, by, signed in rows if not signed for d in by.values()]
+    rows = _rows(snap)
+    single = [_interval(d) for _, signed, by, _ in rows if not signed for d in by.values()]
     basis = interval_basis(single, paired=False)
     if study["gain"] or snap.get("effects"):
         basis += "; the gains and effects paired seed by seed"
@@ -180,7 +202,7 @@ def render(snap: dict) -> str:
         "| | " + " | ".join(_budget(study, b) for b in budgets) + " |",
         "|---|" + "---:|" * len(budgets),
     ]
-    for label, by_budget, signed in rows:
+    for label, signed, by_budget, _ in rows:
         lines.append(f"| {label} | "
                      + " | ".join(_cell(by_budget.get(b), signed) for b in budgets) + " |")
     if snap.get("figure"):
@@ -190,46 +212,19 @@ def render(snap: dict) -> str:
         lines += ["", "Seed by seed (a scratch and a fine-tune cell of one seed saw the same "
                   "labelled images in the same order):"]
         for budget in budgets:
-            lines += ["", *_seed_rows(snap, budget, variants)]
+            lines += ["", *_seed_table(study, budget, seeds, rows)]
     return "\n".join(lines) + "\n"
 
 
-def _seed_rows(snap: dict, budget: str, variants: list[str]) -> list[str]:
-    """The figures of every seed at one budget: each gain and shift, each variant's top-1."""
-    top = {(c["variant"], c["seed"]): 100 * c["top1"] for c in snap["cells"]
-           if c["budget"] == budget}
-    seeds = sorted({s for _, s in top})
-
-    def gain(pair: str, seed: int) -> float | None:
-        ft, sc = _pair(pair, variants).split(" − ")
-        if (ft, seed) in top and (sc, seed) in top:
-            return top[(ft, seed)] - top[(sc, seed)]
-        return None
-
-    def shift(pair: str, seed: int) -> float | None:
-        ft, sc = _pair(pair, variants).split(" − ")
-        fixed, tuned = gain(pair, seed), gain(f"{ft}-tuned-{sc}-tuned", seed)
-        return None if fixed is None or tuned is None else tuned - fixed
-
-    def row(label: str, values: list[float | None], signed: bool) -> str:
-        cells = ["–" if v is None else _num(v, signed) for v in values]
-        return f"| {label} | " + " | ".join(cells) + " |"
-
-    study = snap["study"]
+def _seed_table(study: dict, budget: str, seeds: list[int], rows: list[Row]) -> list[str]:
+    """The figures of every seed at one budget, for the rows that have them."""
     lines = [f"| {_budget(study, budget)} | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|" + "---:|" * len(seeds)]
-    for pair in study["gain"]:
-        lines.append(row(f"**gain**: {_pair(pair, variants)}", [gain(pair, s) for s in seeds],
-                         True))
-    for pair in study.get("gain_shift", {}):
-        lines.append(row(f"tuned minus fixed gain: {_pair(pair, variants)}",
-                         [shift(pair, s) for s in seeds], True))
-    for a, b in snap.get("effects", []):
-        lines.append(row(f"**effect**: {b} − {a}",
-                         [None if (a, s) not in top or (b, s) not in top
-                          else top[(b, s)] - top[(a, s)] for s in seeds], True))
-    for variant in study["top1"]:
-        lines.append(row(f"top-1: {variant}", [top.get((variant, s)) for s in seeds], False))
+    for label, signed, _, at in rows:
+        if at is not None:
+            values = [at(budget, s) for s in seeds]
+            lines.append(f"| {label} | " + " | ".join(
+                "–" if v is None else _num(v, signed) for v in values) + " |")
     return lines
 
 

@@ -20,6 +20,7 @@ from pipeline.evaluation.stats import (
     bootstrap_interval,
     format_interval,
     paired_bootstrap_difference,
+    paired_by_seed,
     paired_difference,
     seed_interval,
 )
@@ -279,3 +280,15 @@ def test_format_interval():
     pb = paired_bootstrap_difference(*_paired_correct(450, 10, 60, both=300))
     assert format_interval(pb).startswith("+11.1 ± ")
     assert format_interval(pb).endswith("paired bootstrap over 450 test images, 1 seed)")
+
+
+def test_paired_by_seed_pairs_the_seeds_both_variants_have_per_budget():
+    records = [{"variant": "a", "budget": "all", "seed": s, "top1": t}
+               for s, t in enumerate([0.60, 0.62, 0.58])]
+    records += [{"variant": "b", "budget": "all", "seed": s, "top1": t}
+                for s, t in [(0, 0.70), (2, 0.66), (5, 0.99)]]  # seed 5: a has none
+    records += [{"variant": "a", "budget": 10, "seed": 0, "top1": 0.3}]  # b has no budget 10
+    (row,) = paired_by_seed(records, "a", "b")
+    assert row["budget"] == "all" and row["seeds"] == [0, 2]
+    assert row["a_mean"] == pytest.approx(0.59) and row["b_mean"] == pytest.approx(0.68)
+    assert row["diff"] == paired_difference([0.60, 0.58], [0.70, 0.66])
