@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from ..atomic import atomic_write_text
 from .params import Params
 
 # what a mapping's keys are called in a key path, by the mapping's own key
@@ -62,10 +63,15 @@ def _values(node: dict) -> dict | None:
     return patterns[0] if len(patterns) == 1 else None
 
 
+def _ref(node: dict) -> str:
+    """The definition a ``$ref`` names (``#/$defs/ModelParams`` -> ``ModelParams``)."""
+    return node["$ref"].rsplit("/", 1)[-1]
+
+
 def _refs(node: dict) -> list[str]:
     """The model definitions a field's type names (through optionals, unions and mappings)."""
     if "$ref" in node:
-        return [node["$ref"].rsplit("/", 1)[-1]]
+        return [_ref(node)]
     out = []
     for key in ("anyOf", "oneOf"):
         for sub in node.get(key, []):
@@ -95,7 +101,7 @@ def _type(node: dict, key: str = "", names: dict[str, str] | None = None) -> str
     """A field's type and allowed values in words; a section as a link named by ``names``."""
     names = names or {}
     if "$ref" in node:
-        name = node["$ref"].rsplit("/", 1)[-1]
+        name = _ref(node)
         return f"[`{names.get(name, 'section')}`](#{_label(name)})"
     if "oneOf" in node or "anyOf" in node:
         parts = [_type(sub, key, names) for sub in node.get("oneOf", node.get("anyOf"))]
@@ -219,7 +225,6 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.exit("usage: python -m pipeline.config.reference docs/params.md")
-    from ..atomic import atomic_write_text  # only the command writes
     missing = undescribed()
     if missing:
         sys.exit(f"no description (a docstring under the field): {', '.join(missing)}")
