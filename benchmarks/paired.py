@@ -36,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("cells", type=Path, help="the evaluate stage's cells.json")
     ap.add_argument("pairs", nargs="+", help="A:B, the effect of B over A (B - A)")
     args = ap.parse_args(argv)
-    cells = json.loads(args.cells.read_text())
+    try:
+        cells = json.loads(args.cells.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        print(f"{args.cells}: cannot read the cells ({e}); give the evaluate stage's "
+              "results/cells.json", file=sys.stderr)
+        return 2
     print("| A | B | budget | A top-1 | B top-1 | B - A (points, 95% CI) | excludes 0 |")
     print("|---|---|---|---|---|---|---|")
     for pair in args.pairs:

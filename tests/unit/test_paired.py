@@ -34,3 +34,9 @@ def test_the_effect_is_paired_seed_by_seed(paired, tmp_path, capsys):
 def test_an_unknown_variant_is_named(paired):
     with pytest.raises(SystemExit, match="no cells of variant 'nope' in cells.json"):
         paired.compare(_cells(), "scratch", "nope")
+
+
+def test_an_unreadable_cells_file_is_one_line(paired, tmp_path, capsys):
+    assert paired.main([str(tmp_path / "nowhere.json"), "scratch:scratch_ra3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere.json: cannot read the cells" in err
